@@ -1,0 +1,65 @@
+"""`python -m service`: the command line of the service and of its local development stack."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from service import __version__
+from service.devstack.kafka import KAFKA_VERSION, fetch_jars
+from service.devstack.process import DevstackError, default_home
+from service.devstack.stack import LocalStack
+
+
+def _devstack(args: argparse.Namespace) -> int:
+    stack = LocalStack(default_home())
+    if args.action == "fetch":
+        started = time.monotonic()
+        jars = fetch_jars(default_home())
+        print(f"Kafka {KAFKA_VERSION} jars ready in {jars} ({time.monotonic() - started:.1f}s)")
+    elif args.action == "up":
+        started = time.monotonic()
+        env = stack.up()
+        print(f"local Kafka and Redis are ready ({time.monotonic() - started:.1f}s):")
+        for key, value in env.items():
+            print(f"  {key}={value}")
+        print(f"point a shell at them with: source {stack.env_file}")
+    elif args.action == "down":
+        stack.down()
+        print("local Kafka and Redis stopped")
+    else:
+        status = stack.status()
+        if not status:
+            print("no local stack has been started here")
+        for name, line in status.items():
+            print(f"{name}: {line}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Spark Streaming's DStream model on Kafka, with state in Redis.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    devstack = commands.add_parser(
+        "devstack",
+        help="start, stop or show a local Kafka broker and redis-server (no Docker needed)",
+    )
+    devstack.add_argument("action", choices=["fetch", "up", "down", "status"])
+    devstack.set_defaults(handler=_devstack)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except DevstackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return code

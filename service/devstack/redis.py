@@ -1,0 +1,149 @@
+"""A real redis-server from Debian's package, started by the project on a free loopback port.
+
+Durability is chosen per use: the fault tests need ``appendonly yes`` with ``appendfsync always``
+so that a restart (even after SIGKILL) keeps every acknowledged write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.devstack.process import (
+    DevstackError,
+    ensure_port_free,
+    free_port,
+    pid_alive,
+    read_pid,
+    spawn,
+    stop_pid,
+    wait_until_ready,
+)
+
+
+def find_redis_server(install: bool = True) -> str:
+    """The redis-server binary; installs Debian's package when missing and we are root."""
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if found:
+        return found
+    if install and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for argv in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "redis-server"],
+        ):
+            subprocess.run(
+                argv, check=False, env=env, stdin=subprocess.DEVNULL, capture_output=True
+            )
+        if shutil.which("redis-server"):
+            return "redis-server"
+    raise DevstackError("redis-server not found: install it with `apt-get install -y redis-server`")
+
+
+@dataclass
+class RedisServer:
+    """One local redis-server; the port is chosen on first start and kept across restarts."""
+
+    workdir: Path
+    port: int | None = None
+    appendonly: bool = True
+    appendfsync: str = "everysec"
+    start_timeout_seconds: float = 20.0
+    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise DevstackError("redis-server: not started yet")
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "redis.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.workdir / "redis.pid"
+
+    @property
+    def pid(self) -> int | None:
+        pid = read_pid(self.pid_file)
+        return pid if pid is not None and pid_alive(pid) else None
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    def start(self) -> None:
+        if self.is_running():
+            raise DevstackError(f"redis-server already running (pid file {self.pid_file})")
+        binary = find_redis_server()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        ensure_port_free(self.port, "redis-server")
+        argv = [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.workdir),
+            "--daemonize", "no",
+            "--logfile", str(self.log_file),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
+            "--maxmemory-policy", "noeviction",
+        ]  # fmt: skip
+        self._process = spawn(argv, log_file=self.workdir / "stdout.log", cwd=self.workdir)
+        pid = self._process.pid
+        self.pid_file.write_text(str(pid))
+        (self.workdir / "port.json").write_text(json.dumps({"port": self.port}))
+        try:
+            wait_until_ready(
+                self._answers,
+                pid=pid,
+                timeout_seconds=self.start_timeout_seconds,
+                what=f"redis-server on 127.0.0.1:{self.port}",
+                log_file=self.log_file,
+            )
+        except DevstackError:
+            stop_pid(pid, grace_seconds=2, process=self._process)
+            self.pid_file.unlink(missing_ok=True)
+            raise
+
+    def _answers(self) -> bool:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port or 0, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """SIGTERM makes redis-server fsync its append-only file and exit cleanly."""
+        pid = self.pid
+        if pid is not None:
+            stop_pid(pid, grace_seconds=15, process=self._process)
+        self.pid_file.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        pid = self.pid
+        if pid is not None:
+            stop_pid(pid, grace_seconds=0, sig=9, process=self._process)
+        self.pid_file.unlink(missing_ok=True)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @classmethod
+    def attach(cls, workdir: Path) -> RedisServer:
+        port = json.loads((workdir / "port.json").read_text())["port"]
+        return cls(workdir, port=port)

@@ -1,0 +1,113 @@
+"""The broker is real: records survive the round trip exactly once, also across a broker restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, Producer
+
+from tests.support.services import ServiceHandle
+
+
+def _produce(bootstrap: str, topic: str, count: int, start: int = 0) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    for i in range(start, start + count):
+        producer.produce(topic, key=str(i % 97).encode(), value=str(i).encode())
+        if i % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def _consumer(bootstrap: str, group: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "partition.assignment.strategy": "cooperative-sticky",
+        }
+    )
+
+
+def _consume_into(consumer: Consumer, seen: list[int], stop: threading.Event) -> None:
+    while not stop.is_set():
+        messages = consumer.consume(num_messages=1000, timeout=0.5)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                assert error.code() == KafkaError._PARTITION_EOF or error.retriable(), error
+                continue
+            seen.append(int(message.value()))
+        if messages:
+            consumer.commit(asynchronous=False)
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.2)
+
+
+def test_hundred_thousand_records_each_consumed_once_by_a_group_of_two(
+    kafka_bootstrap: str, create_topic: Callable[..., str]
+) -> None:
+    topic = create_topic(partitions=6)
+    total = 100_000
+    _produce(kafka_bootstrap, topic, total)
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    consumers = [_consumer(kafka_bootstrap, group) for _ in range(2)]
+    seen: list[list[int]] = [[], []]
+    stop = threading.Event()
+    for consumer in consumers:
+        consumer.subscribe([topic])
+    threads = [
+        threading.Thread(target=_consume_into, args=(c, s, stop), daemon=True)
+        for c, s in zip(consumers, seen, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    _wait_for(lambda: sum(map(len, seen)) >= total, timeout=120)
+    time.sleep(1)  # anything extra (a duplicate) would arrive now
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    for consumer in consumers:
+        consumer.close()
+
+    counts = Counter(seen[0] + seen[1])
+    assert len(counts) == total
+    assert set(counts) == set(range(total))
+    assert max(counts.values()) == 1
+    assert seen[0] and seen[1], "both group members should have had partitions"
+
+
+def test_broker_restart_mid_consume_loses_nothing(
+    kafka_broker: ServiceHandle, create_topic: Callable[..., str]
+) -> None:
+    topic = create_topic(partitions=3)
+    first, second = 20_000, 20_000
+    _produce(kafka_broker.address, topic, first)
+
+    consumer = _consumer(kafka_broker.address, f"g-{uuid.uuid4().hex[:8]}")
+    consumer.subscribe([topic])
+    seen: list[int] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=_consume_into, args=(consumer, seen, stop), daemon=True)
+    thread.start()
+    _wait_for(lambda: len(seen) >= 5_000, timeout=60)
+    assert len(seen) >= 5_000
+
+    kafka_broker.restart()  # same data dir and ports: the consumer reconnects by itself
+    _produce(kafka_broker.address, topic, second, start=first)
+    _wait_for(lambda: len(set(seen)) >= first + second, timeout=120)
+    stop.set()
+    thread.join(timeout=30)
+    consumer.close()
+
+    assert set(seen) == set(range(first + second))

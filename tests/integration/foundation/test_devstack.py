@@ -27,7 +27,8 @@ def test_port_in_use_is_named(tmp_path: Path) -> None:
 
 def test_broker_that_does_not_come_up_in_time_is_stopped(tmp_path: Path) -> None:
     broker = KafkaBroker(tmp_path, fetch_jars(default_home()), start_timeout_seconds=0.5)
-    with pytest.raises(DevstackError, match=r"did not come up within 0s; see its log: .*server\.log"):
+    expected = r"did not come up within 0s; see its log: .*server\.log"
+    with pytest.raises(DevstackError, match=expected):
         broker.start()
     assert broker.pid is None
     assert not broker.pid_file.exists()

@@ -1,0 +1,316 @@
+"""StreamingContext: pyspark.streaming.StreamingContext without Spark.
+
+It owns the graph, the state store chosen by ``checkpoint`` and the batch scheduler. Batch times
+live on a grid ``zero + k * interval`` in integer ms; a job restarted against the same
+checkpoint store and job name keeps its grid and state (see docs/semantics.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from numbers import Real
+from typing import Any
+
+from service.runtime.clock import Clock, SystemClock
+from service.runtime.scheduler import BatchScheduler
+from service.sources.base import InputSource
+from service.state.base import StateStore
+from service.state.memory_store import MemoryStateStore
+from service.streaming.dstream import (
+    BatchTime,
+    DStream,
+    InputDStream,
+    MultiTransformedDStream,
+    UnionDStream,
+    duration_ms,
+)
+from service.streaming.graph import DStreamGraph
+from service.streaming.listener import BatchEvent, BatchInfo, StreamingStartedEvent
+from service.streaming.persistence import JobState
+from service.streaming.rdd import DEFAULT_PARALLELISM, BatchRDD, LocalContext
+
+log = logging.getLogger(__name__)
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+INITIALIZED = "INITIALIZED"
+ACTIVE = "ACTIVE"
+STOPPED = "STOPPED"
+
+
+class StreamingContext:
+    """``StreamingContext(batchDuration)`` or ``StreamingContext(sc, batchDuration)``."""
+
+    def __init__(
+        self,
+        sparkContext: Any = None,
+        batchDuration: float | None = None,
+        jssc: Any = None,
+        *,
+        clock: Clock | None = None,
+        jobName: str = "default",
+        defaultParallelism: int | None = None,
+        stateStore: StateStore | None = None,
+    ) -> None:
+        if batchDuration is None and isinstance(sparkContext, Real):
+            sparkContext, batchDuration = None, float(sparkContext)
+        if batchDuration is None:
+            raise ValueError("batchDuration is required")
+        self._batch_ms = duration_ms(batchDuration)
+        if self._batch_ms <= 0:
+            raise ValueError(f"batchDuration must be positive, got {batchDuration}")
+        parallelism = defaultParallelism
+        if parallelism is None:
+            sc_parallelism = getattr(sparkContext, "defaultParallelism", None)
+            parallelism = sc_parallelism if isinstance(sc_parallelism, int) else DEFAULT_PARALLELISM
+        self._local_context = LocalContext(parallelism)
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._job_name = jobName
+        self._graph = DStreamGraph(self._batch_ms)
+        self._store: StateStore | None = stateStore
+        self._owns_store = stateStore is None
+        self._checkpoint_url: str | None = None
+        self._listeners: list[Any] = []
+        self._sources: list[InputSource] = []
+        self._state = INITIALIZED
+        self._scheduler: BatchScheduler | None = None
+        self._next_batch_ms: int | None = None
+        self._errors: list[BaseException] = []
+        self._cond = threading.Condition()
+        self._batch_lock = threading.RLock()
+        self._batch_thread: int | None = None
+        self._stop_requested = False
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def sparkContext(self) -> LocalContext:
+        """A stand-in with ``parallelize``/``emptyRDD``/``union``, enough for ported jobs."""
+        return self._local_context
+
+    @property
+    def jobName(self) -> str:
+        return self._job_name
+
+    @property
+    def batchDurationMs(self) -> int:
+        return self._batch_ms
+
+    def getState(self) -> str:
+        return self._state
+
+    # -- setup -------------------------------------------------------------------------------
+    def checkpoint(self, directory: str) -> None:
+        """A Redis URL makes Redis the state store; anything else keeps state in memory."""
+        if not directory.startswith(_REDIS_SCHEMES):
+            log.warning(
+                "checkpoint %r is not a redis:// URL: state is kept in memory only", directory
+            )
+        self._checkpoint_url = directory
+
+    def remember(self, duration: float) -> None:
+        self._graph.remember_ms = duration_ms(duration)
+
+    def addStreamingListener(self, streamingListener: Any) -> None:
+        self._listeners.append(streamingListener)
+
+    @classmethod
+    def getOrCreate(
+        cls, checkpointPath: str, setupFunc: Callable[[], StreamingContext]
+    ) -> StreamingContext:
+        """Always builds the graph with ``setupFunc`` (closures cannot be restored); state and the
+        batch grid are restored from the checkpoint store at ``start()`` when the job ran before."""
+        ssc = setupFunc()
+        if not isinstance(ssc, StreamingContext):
+            raise TypeError("setupFunc should return a StreamingContext")
+        if ssc._checkpoint_url is None:
+            ssc.checkpoint(checkpointPath)
+        return ssc
+
+    # -- input streams -----------------------------------------------------------------------
+    def _check_not_started(self) -> None:
+        if self._state != INITIALIZED:
+            raise ValueError("cannot add streams or outputs after the context has started")
+
+    def _sourceStream(self, source: InputSource) -> DStream:
+        """Register an input source; the scheduler drives it (see service/sources/base.py)."""
+        self._check_not_started()
+        stream = InputDStream(self, source)
+        self._graph.add_input(stream)
+        self._sources.append(source)
+        return stream
+
+    def queueStream(
+        self, rdds: Iterable[Any], oneAtATime: bool = True, default: Any = None
+    ) -> DStream:
+        from service.sources.queue import QueueSource
+
+        ctx = self._local_context
+        items = list(rdds)
+        default_rdd: BatchRDD | None = None
+        if default is not None and not isinstance(default, BatchRDD):
+            default_rdd = ctx.parallelize(list(default)) if default else None
+        elif isinstance(default, BatchRDD):
+            default_rdd = default
+        if not items and default_rdd is not None:
+            items = [[]]
+        batches = [r if isinstance(r, BatchRDD) else ctx.parallelize(list(r)) for r in items]
+        return self._sourceStream(
+            QueueSource([b.partitions for b in batches], oneAtATime, default_rdd)
+        )
+
+    def socketTextStream(self, hostname: str, port: int, storageLevel: Any = None) -> DStream:
+        from service.sources.socket import SocketTextSource
+
+        return self._sourceStream(SocketTextSource(hostname, port))
+
+    def textFileStream(self, directory: str) -> DStream:
+        from service.sources.textfile import TextFileSource
+
+        return self._sourceStream(TextFileSource(directory))
+
+    def union(self, *dstreams: DStream) -> DStream:
+        if not dstreams:
+            raise ValueError("should have at least one DStream to union")
+        if len(dstreams) == 1:
+            return dstreams[0]
+        return UnionDStream(list(dstreams))
+
+    def transform(self, dstreams: Iterable[DStream], transformFunc: Callable[..., Any]) -> DStream:
+        """``transformFunc(rdds)`` (a list, one batch per stream) returns the new batch."""
+        streams = list(dstreams)
+        if not streams:
+            raise ValueError("should have at least one DStream to transform")
+        return MultiTransformedDStream(streams, transformFunc)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _open_store(self) -> StateStore:
+        if self._store is None:
+            url = self._checkpoint_url
+            if url is not None and url.startswith(_REDIS_SCHEMES):
+                from service.state.redis_store import RedisStateStore
+
+                self._store = RedisStateStore.from_url(url)
+            else:
+                self._store = MemoryStateStore()
+        return self._store
+
+    def _prepare(self) -> None:
+        """Everything ``start`` does except the thread: restore state, start sources."""
+        if self._state != INITIALIZED:
+            raise ValueError(f"StreamingContext is {self._state}, it cannot be started")
+        if not self._graph.outputs:
+            raise ValueError("No output operations registered, so nothing to execute")
+        job = JobState(self._open_store(), self._job_name)
+        self._next_batch_ms = self._graph.start(job, self._clock.now_ms())
+        for source in self._sources:
+            source.start()
+        self._state = ACTIVE
+        self._notify("onStreamingStarted", StreamingStartedEvent(self._clock.now_ms()))
+
+    def start(self) -> None:
+        self._prepare()
+        assert self._next_batch_ms is not None
+        fill = self._fill_sources if self._sources else None
+        self._scheduler = BatchScheduler(
+            self._clock,
+            self._batch_ms,
+            self._next_batch_ms,
+            self._run_batch,
+            fill,
+            self._fatal,
+            name=f"dstreams-{self._job_name}",
+        )
+        self._scheduler.start()
+
+    def _fill_sources(self, deadline: float) -> None:
+        for source in self._sources:
+            source.fill(deadline)
+
+    def _notify(self, method: str, event: Any) -> None:
+        for listener in self._listeners:
+            try:
+                getattr(listener, method)(event)
+            except Exception:
+                log.exception("streaming listener %s.%s failed", listener, method)
+
+    def _record_error(self, exc: BaseException) -> None:
+        with self._cond:
+            self._errors.append(exc)
+            self._cond.notify_all()
+
+    def _fatal(self, exc: BaseException) -> None:
+        self._record_error(exc)
+        self._shutdown()
+
+    def _run_batch(self, t: int) -> None:
+        """One batch: compute and output, commit state once, then tell sources it is durable."""
+        with self._batch_lock:
+            if self._state != ACTIVE:
+                return
+            self._batch_thread = threading.get_ident()
+            try:
+                self._run_batch_locked(t)
+            finally:
+                self._batch_thread = None
+            if self._stop_requested:
+                self._shutdown()
+
+    def _run_batch_locked(self, t: int) -> None:
+        info = BatchInfo(t, self._clock.now_ms())
+        self._notify("onBatchSubmitted", BatchEvent(info))
+        info._start_ms = self._clock.now_ms()
+        self._notify("onBatchStarted", BatchEvent(info))
+        errors = self._graph.run_batch(BatchTime.at(t))
+        info._num_records = self._graph.last_num_records
+        for exc in errors:
+            log.error("batch %d ms failed", t, exc_info=exc)
+            self._record_error(exc)
+        self._graph.job_state().commit()
+        for source in self._sources:
+            source.on_batch_persisted(t)
+        self._next_batch_ms = t + self._batch_ms
+        info._end_ms = self._clock.now_ms()
+        self._notify("onBatchCompleted", BatchEvent(info))
+
+    def _shutdown(self) -> None:
+        with self._cond:
+            if self._state == STOPPED:
+                return
+            was_active = self._state == ACTIVE
+            self._state = STOPPED
+        if was_active:
+            for source in self._sources:
+                try:
+                    source.stop()
+                except Exception:
+                    log.exception("source %s failed to stop", source)
+        if self._store is not None and self._owns_store:
+            self._store.close()
+        with self._cond:
+            self._cond.notify_all()
+
+    def stop(self, stopSparkContext: bool = True, stopGraceFully: bool = False) -> None:
+        """Finish the batch in flight (graceful or not: a batch is never cut), then stop."""
+        if self._batch_thread == threading.get_ident():
+            # Called by an output function: stop once this batch is committed.
+            self._stop_requested = True
+            if self._scheduler is not None:
+                self._scheduler.stop(wait=False)
+            return
+        if self._scheduler is not None:
+            self._scheduler.stop(wait=True)
+        with self._batch_lock:
+            self._shutdown()
+
+    def awaitTermination(self, timeout: float | None = None) -> None:
+        self.awaitTerminationOrTimeout(timeout)
+
+    def awaitTerminationOrTimeout(self, timeout: float | None) -> bool:
+        """True once stopped; re-raises the first error of any batch as soon as there is one."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._errors or self._state == STOPPED, timeout)
+            if self._errors:
+                raise self._errors[0]
+            return self._state == STOPPED

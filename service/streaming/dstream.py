@@ -1,0 +1,844 @@
+"""DStream: pyspark.streaming's API and per-batch semantics, computed eagerly in-process.
+
+Every stream has a slide (ms); it produces a batch only at times ``t > zero`` with
+``(t - zero) % slide == 0``, as Spark's ``DStream.isTimeValid``. A stream's batch for the current
+time is computed once and shared by all its children. Window slices and keyed state go through
+``JobState`` (the store is authoritative; memory holds the same bytes as a cache) and are always
+unpickled afresh, so functions that mutate their inputs (PySpark's own ``groupByKeyAndWindow``
+does) cannot corrupt what a later batch reads, just as in PySpark where every read deserializes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import operator
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from service.streaming.persistence import JobState, dumps, loads
+from service.streaming.rdd import BatchRDD, LocalContext, ResultIterable, portable_hash
+
+if TYPE_CHECKING:
+    from service.streaming.context import StreamingContext
+
+
+@dataclass(frozen=True)
+class BatchTime:
+    """One batch's time: integer ms for arithmetic, and the one datetime every function sees."""
+
+    ms: int
+    dt: datetime
+
+    @classmethod
+    def at(cls, ms: int) -> BatchTime:
+        # PySpark hands functions datetime.fromtimestamp(ms / 1000.0): local, naive.
+        return cls(ms, datetime.fromtimestamp(ms / 1000.0))
+
+
+def duration_ms(seconds: float) -> int:
+    """Seconds (float, ms precision) to integer ms; rounding makes ``3 * 0.2`` exactly 600."""
+    return round(float(seconds) * 1000)
+
+
+def func_arity(func: Callable[..., Any]) -> int:
+    """Positional parameter count, the way PySpark's ``func.__code__.co_argcount`` sees it."""
+    code = getattr(func, "__code__", None)
+    if code is not None:
+        n = int(code.co_argcount)
+        return n - 1 if inspect.ismethod(func) else n
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return -1
+    return sum(
+        1
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    )
+
+
+def with_time(func: Callable[..., Any], plain: int, name: str) -> Callable[..., Any]:
+    """Adapt ``func(*rdds)`` to ``func(time, *rdds)`` when it takes ``plain`` arguments."""
+    n = func_arity(func)
+    if n == plain:
+        return lambda t, *rdds: func(*rdds)
+    if n in (plain + 1, -1):
+        return func
+    raise TypeError(f"{name} should take {plain} or {plain + 1} arguments")
+
+
+def _as_batch(result: Any) -> BatchRDD | None:
+    if result is None or isinstance(result, BatchRDD):
+        return result
+    raise TypeError(f"transform function must return an RDD or None, not {type(result).__name__}")
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class DStream:
+    """A continuous sequence of batches; the operators are pyspark.streaming.DStream's."""
+
+    def __init__(self, ssc: StreamingContext, parents: list[DStream], slide_ms: int) -> None:
+        self._ssc = ssc
+        self._parents = parents
+        self._slide_ms = slide_ms
+        self._generated: dict[int, BatchRDD | _Failure | None] = {}
+        self._slice_log: _SliceLog | None = None
+        self._forced = False
+        self.is_cached = False
+        self.is_checkpointed = False
+        self._id = ssc._graph.register(self)
+
+    # -- engine ------------------------------------------------------------------------------
+    @property
+    def _slideDuration(self) -> float:
+        return self._slide_ms / 1000.0
+
+    @property
+    def _ctx(self) -> LocalContext:
+        return self._ssc._local_context
+
+    @property
+    def _job(self) -> JobState:
+        return self._ssc._graph.job_state()
+
+    @property
+    def _zero_ms(self) -> int:
+        return self._ssc._graph.zero()
+
+    def _is_valid(self, t: int) -> bool:
+        zero = self._zero_ms
+        return t > zero and (t - zero) % self._slide_ms == 0
+
+    def _valid_times(self, after: int, upto: int) -> list[int]:
+        """This stream's batch times in ``(after, upto]``, oldest first."""
+        zero = self._zero_ms
+        first = after + 1
+        offset = (first - zero) % self._slide_ms
+        if offset:
+            first += self._slide_ms - offset
+        return [t for t in range(first, upto + 1, self._slide_ms) if t > zero]
+
+    def _compute(self, bt: BatchTime) -> BatchRDD | None:
+        raise NotImplementedError
+
+    def _get_or_compute(self, bt: BatchTime) -> BatchRDD | None:
+        entry = self._generated.get(bt.ms, _MISSING)
+        if entry is _MISSING:
+            if not self._is_valid(bt.ms):
+                return None
+            try:
+                entry = self._compute(bt)
+            except BaseException as exc:
+                self._generated[bt.ms] = _Failure(exc)
+                raise
+            self._generated[bt.ms] = entry
+            if self._slice_log is not None:
+                self._slice_log.record(bt.ms, entry)
+        if isinstance(entry, _Failure):
+            raise entry.exc
+        assert entry is None or isinstance(entry, BatchRDD)
+        return entry
+
+    def _keep_slices(self, keep_ms: int, keyed_partitions: int | None) -> _SliceLog:
+        """Record this stream's batches in the store so windows over it survive a restart."""
+        if self._slice_log is None:
+            self._slice_log = _SliceLog(self, keep_ms, keyed_partitions)
+        else:
+            self._slice_log.keep_ms = max(self._slice_log.keep_ms, keep_ms)
+        self._forced = True
+        return self._slice_log
+
+    def _restore(self, last_ms: int | None, meta: dict[str, int]) -> None:
+        if self._slice_log is not None and last_ms is not None:
+            self._slice_log.restore(last_ms)
+
+    def _end_batch(self, t: int) -> None:
+        keep = max(self._slide_ms, self._ssc._graph.remember_ms)
+        for old in [x for x in self._generated if x <= t - keep]:
+            del self._generated[old]
+        if self._slice_log is not None:
+            self._slice_log.expire(t)
+
+    def _validate_window_param(self, window: float, slide: float | None) -> None:
+        d = self._slide_ms
+        w = duration_ms(window)
+        if w <= 0 or w % d != 0:
+            raise ValueError(
+                f"windowDuration ({w} ms) must be a positive multiple of the parent dstream's "
+                f"slide (batch) duration ({d} ms)"
+            )
+        if slide is not None:
+            s = duration_ms(slide)
+            if s <= 0 or s % d != 0:
+                raise ValueError(
+                    f"slideDuration ({s} ms) must be a positive multiple of the parent "
+                    f"dstream's slide (batch) duration ({d} ms)"
+                )
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def context(self) -> StreamingContext:
+        return self._ssc
+
+    def cache(self) -> DStream:
+        return self.persist()
+
+    def persist(self, storageLevel: Any = None) -> DStream:
+        self.is_cached = True
+        return self
+
+    def checkpoint(self, interval: float) -> DStream:
+        self.is_checkpointed = True
+        return self
+
+    def transform(self, func: Callable[..., Any]) -> DStream:
+        """``func(rdd)`` or ``func(time, rdd)``; returning None yields no batch at that time."""
+        return _TransformedDStream(self, with_time(func, 1, "func"))
+
+    def transformWith(
+        self, func: Callable[..., Any], other: DStream, keepSerializer: bool = False
+    ) -> DStream:
+        return _Transformed2DStream(self, other, with_time(func, 2, "func"))
+
+    def foreachRDD(self, func: Callable[..., Any]) -> None:
+        self._ssc._graph.add_output(_OutputOp(self, with_time(func, 1, "func")))
+
+    def pprint(self, num: int = 10) -> None:
+        def take_and_print(time: datetime, rdd: BatchRDD) -> None:
+            taken = rdd.take(num + 1)
+            print("-------------------------------------------")
+            print(f"Time: {time}")
+            print("-------------------------------------------")
+            for record in taken[:num]:
+                print(record)
+            if len(taken) > num:
+                print("...")
+            print("")
+
+        self.foreachRDD(take_and_print)
+
+    def saveAsTextFiles(self, prefix: str, suffix: str | None = None) -> None:
+        def save(t: datetime, rdd: BatchRDD) -> None:
+            path = rdd_to_file_name(prefix, suffix, t)
+            # After a restart the batch may be saved twice; like PySpark, keep the first.
+            if not os.path.exists(path):
+                rdd.saveAsTextFile(path)
+
+        self.foreachRDD(save)
+
+    def slice(self, begin: datetime | float, end: datetime | float) -> list[BatchRDD]:
+        """The remembered batches with times in ``[begin, end]``."""
+        lo, hi = _time_ms(begin), _time_ms(end)
+        out: list[BatchRDD] = []
+        for t in self._valid_times(lo - 1, hi):
+            entry = self._generated.get(t)
+            rdd = entry if isinstance(entry, BatchRDD) else None
+            if rdd is None and self._slice_log is not None:
+                rdd = self._slice_log.get(t)
+            if rdd is not None:
+                out.append(rdd)
+        return out
+
+    # -- element-wise ------------------------------------------------------------------------
+    def mapPartitionsWithIndex(
+        self, f: Callable[[int, Iterator[Any]], Iterable[Any]], preservesPartitioning: bool = False
+    ) -> DStream:
+        return self.transform(lambda rdd: rdd.mapPartitionsWithIndex(f, preservesPartitioning))
+
+    def mapPartitions(
+        self, f: Callable[[Iterator[Any]], Iterable[Any]], preservesPartitioning: bool = False
+    ) -> DStream:
+        return self.mapPartitionsWithIndex(lambda _, it: f(it), preservesPartitioning)
+
+    def map(self, f: Callable[[Any], Any], preservesPartitioning: bool = False) -> DStream:
+        return self.mapPartitions(lambda it: map(f, it), preservesPartitioning)
+
+    def flatMap(
+        self, f: Callable[[Any], Iterable[Any]], preservesPartitioning: bool = False
+    ) -> DStream:
+        return self.mapPartitions(
+            lambda it: itertools.chain.from_iterable(map(f, it)), preservesPartitioning
+        )
+
+    def filter(self, f: Callable[[Any], Any]) -> DStream:
+        return self.mapPartitions(lambda it: filter(f, it), True)
+
+    def glom(self) -> DStream:
+        return self.mapPartitions(lambda it: [list(it)])
+
+    def mapValues(self, f: Callable[[Any], Any]) -> DStream:
+        return self.map(lambda kv: (kv[0], f(kv[1])), True)
+
+    def flatMapValues(self, f: Callable[[Any], Iterable[Any]]) -> DStream:
+        return self.flatMap(lambda kv: ((kv[0], x) for x in f(kv[1])), True)
+
+    def count(self) -> DStream:
+        return self.mapPartitions(lambda i: [sum(1 for _ in i)]).reduce(operator.add)
+
+    def reduce(self, func: Callable[[Any, Any], Any]) -> DStream:
+        return self.map(lambda x: (None, x)).reduceByKey(func, 1).map(lambda x: x[1])
+
+    def countByValue(self) -> DStream:
+        return self.map(lambda x: (x, 1)).reduceByKey(lambda x, y: x + y)
+
+    # -- keyed -------------------------------------------------------------------------------
+    def _partitions(self, numPartitions: int | None) -> int:
+        return self._ctx.defaultParallelism if numPartitions is None else numPartitions
+
+    def combineByKey(
+        self,
+        createCombiner: Callable[[Any], Any],
+        mergeValue: Callable[[Any, Any], Any],
+        mergeCombiners: Callable[[Any, Any], Any],
+        numPartitions: int | None = None,
+    ) -> DStream:
+        n = self._partitions(numPartitions)
+        return self.transform(
+            lambda rdd: rdd.combineByKey(createCombiner, mergeValue, mergeCombiners, n)
+        )
+
+    def reduceByKey(
+        self, func: Callable[[Any, Any], Any], numPartitions: int | None = None
+    ) -> DStream:
+        return self.combineByKey(lambda x: x, func, func, self._partitions(numPartitions))
+
+    def partitionBy(
+        self, numPartitions: int, partitionFunc: Callable[[Any], int] = portable_hash
+    ) -> DStream:
+        return self.transform(lambda rdd: rdd.partitionBy(numPartitions, partitionFunc))
+
+    def groupByKey(self, numPartitions: int | None = None) -> DStream:
+        n = self._partitions(numPartitions)
+        return self.transform(lambda rdd: rdd.groupByKey(n))
+
+    def repartition(self, numPartitions: int) -> DStream:
+        return self.transform(lambda rdd: rdd.repartition(numPartitions))
+
+    def union(self, other: DStream) -> DStream:
+        if self._slide_ms != other._slide_ms:
+            raise ValueError("the two DStream should have same slide duration")
+        return self.transformWith(lambda a, b: a.union(b), other, True)
+
+    def cogroup(self, other: DStream, numPartitions: int | None = None) -> DStream:
+        n = self._partitions(numPartitions)
+        return self.transformWith(lambda a, b: a.cogroup(b, n), other)
+
+    def join(self, other: DStream, numPartitions: int | None = None) -> DStream:
+        n = self._partitions(numPartitions)
+        return self.transformWith(lambda a, b: a.join(b, n), other)
+
+    def leftOuterJoin(self, other: DStream, numPartitions: int | None = None) -> DStream:
+        n = self._partitions(numPartitions)
+        return self.transformWith(lambda a, b: a.leftOuterJoin(b, n), other)
+
+    def rightOuterJoin(self, other: DStream, numPartitions: int | None = None) -> DStream:
+        n = self._partitions(numPartitions)
+        return self.transformWith(lambda a, b: a.rightOuterJoin(b, n), other)
+
+    def fullOuterJoin(self, other: DStream, numPartitions: int | None = None) -> DStream:
+        n = self._partitions(numPartitions)
+        return self.transformWith(lambda a, b: a.fullOuterJoin(b, n), other)
+
+    # -- windows -----------------------------------------------------------------------------
+    def window(self, windowDuration: float, slideDuration: float | None = None) -> DStream:
+        self._validate_window_param(windowDuration, slideDuration)
+        slide = self._slide_ms if slideDuration is None else duration_ms(slideDuration)
+        return _WindowedDStream(self, duration_ms(windowDuration), slide)
+
+    def reduceByWindow(
+        self,
+        reduceFunc: Callable[[Any, Any], Any],
+        invReduceFunc: Callable[[Any, Any], Any] | None,
+        windowDuration: float,
+        slideDuration: float | None,
+    ) -> DStream:
+        keyed = self.map(lambda x: (1, x))
+        reduced = keyed.reduceByKeyAndWindow(
+            reduceFunc, invReduceFunc, windowDuration, slideDuration, 1
+        )
+        return reduced.map(lambda kv: kv[1])
+
+    def countByWindow(self, windowDuration: float, slideDuration: float | None) -> DStream:
+        return self.map(lambda x: 1).reduceByWindow(
+            operator.add, operator.sub, windowDuration, slideDuration
+        )
+
+    def countByValueAndWindow(
+        self, windowDuration: float, slideDuration: float | None, numPartitions: int | None = None
+    ) -> DStream:
+        keyed = self.map(lambda x: (x, 1))
+        counted = keyed.reduceByKeyAndWindow(
+            operator.add, operator.sub, windowDuration, slideDuration, numPartitions
+        )
+        return counted.filter(lambda kv: kv[1] > 0)
+
+    def groupByKeyAndWindow(
+        self, windowDuration: float, slideDuration: float | None, numPartitions: int | None = None
+    ) -> DStream:
+        ls = self.mapValues(lambda x: [x])
+        grouped = ls.reduceByKeyAndWindow(
+            lambda a, b: a.extend(b) or a,
+            lambda a, b: a[len(b) :],
+            windowDuration,
+            slideDuration,
+            numPartitions,
+        )
+        return grouped.mapValues(ResultIterable)
+
+    def reduceByKeyAndWindow(
+        self,
+        func: Callable[[Any, Any], Any],
+        invFunc: Callable[[Any, Any], Any] | None,
+        windowDuration: float,
+        slideDuration: float | None = None,
+        numPartitions: int | None = None,
+        filterFunc: Callable[[Any], Any] | None = None,
+    ) -> DStream:
+        self._validate_window_param(windowDuration, slideDuration)
+        n = self._partitions(numPartitions)
+        reduced = self.reduceByKey(func, n)
+        slide = self._slide_ms if slideDuration is None else duration_ms(slideDuration)
+        if invFunc:
+            return _ReducedWindowedDStream(
+                reduced, func, invFunc, filterFunc, duration_ms(windowDuration), slide, n
+            )
+        # The window's slices are the per-batch reduced values: stored one field per key.
+        windowed = _WindowedDStream(reduced, duration_ms(windowDuration), slide, keyed=n)
+        return windowed.reduceByKey(func, n)
+
+    def updateStateByKey(
+        self,
+        updateFunc: Callable[[list[Any], Any], Any],
+        numPartitions: int | None = None,
+        initialRDD: Any = None,
+    ) -> DStream:
+        n = self._partitions(numPartitions)
+        initial: BatchRDD | None = None
+        if isinstance(initialRDD, BatchRDD):
+            initial = initialRDD
+        elif initialRDD:
+            initial = self._ctx.parallelize(list(initialRDD))
+        return _StateDStream(self, updateFunc, n, initial)
+
+
+_MISSING: Any = object()
+
+
+def _time_ms(value: datetime | float) -> int:
+    if isinstance(value, datetime):
+        return round(value.timestamp() * 1000)
+    return duration_ms(value)
+
+
+def rdd_to_file_name(prefix: str, suffix: str | None, t: datetime) -> str:
+    """PySpark's ``rddToFileName``: ``prefix-<ms>[.suffix]``."""
+    stamp = round(t.timestamp() * 1000)
+    return f"{prefix}-{stamp}" if suffix is None else f"{prefix}-{stamp}.{suffix}"
+
+
+class InputDStream(DStream):
+    """A source's batches; the scheduler takes one batch from the source at every batch time."""
+
+    def __init__(self, ssc: StreamingContext, source: Any) -> None:
+        super().__init__(ssc, [], ssc._batch_ms)
+        self.source = source
+        self._taken: dict[int, list[list[Any]] | None] = {}
+
+    def _take(self, t: int) -> int:
+        """Take batch ``t`` from the source; sources with partitions keep them."""
+        take_partitions = getattr(self.source, "take_partitions", None)
+        if take_partitions is not None:
+            parts: list[list[Any]] | None = take_partitions(t)
+        else:
+            parts = self._ctx.parallelize(list(self.source.take_batch(t))).partitions
+        self._taken[t] = parts
+        return sum(len(p) for p in parts) if parts is not None else 0
+
+    def _compute(self, bt: BatchTime) -> BatchRDD | None:
+        parts = self._taken.pop(bt.ms, None)
+        return None if parts is None else BatchRDD(parts, self._ctx)
+
+    def _end_batch(self, t: int) -> None:
+        for old in [x for x in self._taken if x <= t]:
+            del self._taken[old]
+        super()._end_batch(t)
+
+
+class _TransformedDStream(DStream):
+    """PySpark's PythonTransformedDStream: no parent batch, no batch."""
+
+    def __init__(self, prev: DStream, func: Callable[..., Any]) -> None:
+        super().__init__(prev._ssc, [prev], prev._slide_ms)
+        self._func = func
+
+    def _compute(self, bt: BatchTime) -> BatchRDD | None:
+        rdd = self._parents[0]._get_or_compute(bt)
+        if rdd is None:
+            return None
+        return _as_batch(self._func(bt.dt, rdd))
+
+
+class _Transformed2DStream(DStream):
+    """PySpark's PythonTransformed2DStream: a missing side is an empty batch."""
+
+    def __init__(self, a: DStream, b: DStream, func: Callable[..., Any]) -> None:
+        super().__init__(a._ssc, [a, b], a._slide_ms)
+        self._func = func
+
+    def _compute(self, bt: BatchTime) -> BatchRDD | None:
+        a = self._parents[0]._get_or_compute(bt) or self._ctx.emptyRDD()
+        b = self._parents[1]._get_or_compute(bt) or self._ctx.emptyRDD()
+        return _as_batch(self._func(bt.dt, a, b))
+
+
+def _require_same_slide(dstreams: list[DStream]) -> int:
+    slides = {d._slide_ms for d in dstreams}
+    if len(slides) > 1:
+        raise ValueError("All DStreams should have same slide duration")
+    return slides.pop()
+
+
+class MultiTransformedDStream(DStream):
+    """``ssc.transform``: every parent must have a batch; the function gets the list."""
+
+    def __init__(self, dstreams: list[DStream], func: Callable[..., Any]) -> None:
+        super().__init__(dstreams[0]._ssc, dstreams, _require_same_slide(dstreams))
+        self._func = with_time(func, 1, "transformFunc")
+
+    def _compute(self, bt: BatchTime) -> BatchRDD | None:
+        rdds = []
+        for parent in self._parents:
+            rdd = parent._get_or_compute(bt)
+            if rdd is None:
+                raise RuntimeError(f"Couldn't generate RDD from parent at time {bt.ms} ms")
+            rdds.append(rdd)
+        result = _as_batch(self._func(bt.dt, rdds))
+        if result is None:
+            raise RuntimeError("transform function returned None")
+        return result
+
+
+class UnionDStream(DStream):
+    """``ssc.union``: partitions of all parents, in order."""
+
+    def __init__(self, dstreams: list[DStream]) -> None:
+        super().__init__(dstreams[0]._ssc, dstreams, _require_same_slide(dstreams))
+
+    def _compute(self, bt: BatchTime) -> BatchRDD | None:
+        rdds = []
+        for parent in self._parents:
+            rdd = parent._get_or_compute(bt)
+            if rdd is None:
+                raise RuntimeError(
+                    f"Could not generate RDD from a parent for unifying at time {bt.ms} ms"
+                )
+            rdds.append(rdd)
+        return self._ctx.union(rdds)
+
+
+class _SliceLog:
+    """A parent's batches that windows over it still need, mirrored in the store with a TTL.
+
+    Keyed logs (the per-batch reduced values of reduceByKeyAndWindow) hold one field per key:
+    ``pickle(key) -> pickle((partition, position, value))``; record logs hold one field per
+    partition plus the partition count, since raw records cannot be pre-aggregated.
+    """
+
+    _COUNT = b"n"
+
+    def __init__(self, stream: DStream, keep_ms: int, keyed_partitions: int | None) -> None:
+        self.stream = stream
+        self.keep_ms = keep_ms
+        self.keyed_partitions = keyed_partitions
+        self.entries: dict[int, dict[bytes, bytes] | None] = {}
+
+    def _ttl_ms(self) -> int:
+        # Dropped explicitly once out of every window; the TTL only reclaims what a crash left.
+        return 2 * self.keep_ms + 60_000
+
+    def _encode(self, rdd: BatchRDD) -> dict[bytes, bytes]:
+        if self.keyed_partitions is not None:
+            fields: dict[bytes, bytes] = {}
+            pos = 0
+            for part_idx, part in enumerate(rdd.partitions):
+                for k, v in part:
+                    fields[dumps(k)] = dumps((part_idx, pos, v))
+                    pos += 1
+            return fields
+        fields = {self._COUNT: str(len(rdd.partitions)).encode()}
+        for i, part in enumerate(rdd.partitions):
+            fields[b"p%d" % i] = dumps(part)
+        return fields
+
+    def _decode(self, fields: dict[bytes, bytes]) -> BatchRDD:
+        ctx = self.stream._ctx
+        if self.keyed_partitions is not None:
+            items = [(loads(kb), *loads(vb)) for kb, vb in fields.items()]
+            items.sort(key=lambda item: item[2])
+            n = max([self.keyed_partitions] + [p + 1 for _, p, _, _ in items])
+            parts: list[list[Any]] = [[] for _ in range(n)]
+            for k, p, _, v in items:
+                parts[p].append((k, v))
+            return BatchRDD(parts, ctx)
+        count = int(fields.get(self._COUNT, b"0"))
+        return BatchRDD([loads(fields[b"p%d" % i]) for i in range(count)], ctx)
+
+    def record(self, t: int, rdd: BatchRDD | None) -> None:
+        if rdd is None:
+            self.entries[t] = None
+            return
+        fields = self._encode(rdd)
+        self.entries[t] = fields
+        if fields:
+            job = self.stream._job
+            name = job.slice_name(self.stream._id, t)
+            for k, v in fields.items():
+                job.writes.set(name, k, v)
+            job.writes.map_ttls_ms[name] = self._ttl_ms()
+
+    def get(self, t: int) -> BatchRDD | None:
+        fields = self.entries.get(t)
+        if fields is None:
+            return None
+        return self._decode(fields)
+
+    def restore(self, last_ms: int) -> None:
+        job = self.stream._job
+        for t in self.stream._valid_times(last_ms - self.keep_ms, last_ms):
+            fields = job.store.load_map(job.slice_name(self.stream._id, t))
+            if fields or self.keyed_partitions is not None:
+                self.entries[t] = fields
+            else:
+                self.entries[t] = None
+
+    def expire(self, t: int) -> None:
+        job = self.stream._job
+        for old in [x for x in self.entries if x <= t - self.keep_ms]:
+            if self.entries.pop(old):
+                job.writes.map_drops.add(job.slice_name(self.stream._id, old))
+
+
+class _WindowedDStream(DStream):
+    """Spark's WindowedDStream: the union of the parent's batches in ``(t - window, t]``."""
+
+    def __init__(
+        self, parent: DStream, window_ms: int, slide_ms: int, keyed: int | None = None
+    ) -> None:
+        super().__init__(parent._ssc, [parent], slide_ms)
+        self._window_ms = window_ms
+        self._log = parent._keep_slices(window_ms + slide_ms, keyed)
+
+    def _compute(self, bt: BatchTime) -> BatchRDD | None:
+        parent = self._parents[0]
+        parent._get_or_compute(bt)
+        rdds = [
+            rdd
+            for t in parent._valid_times(bt.ms - self._window_ms, bt.ms)
+            if (rdd := self._log.get(t)) is not None
+        ]
+        return self._ctx.union(rdds)
+
+
+class _KeyedState:
+    """A keyed batch kept in the store across batches, one field per key.
+
+    Fields are ``pickle(key) -> pickle((partition, seq, value))``. ``seq`` is given to a key when
+    it first appears and kept after, which reproduces PySpark's order after a restart: keys keep
+    their relative order from batch to batch and new keys come after them in their partition.
+    Only keys whose bytes changed are written.
+    """
+
+    def __init__(self, stream: DStream, partitions: int) -> None:
+        self.stream = stream
+        self.partitions = partitions
+        self.fields: dict[bytes, bytes] = {}
+        self.seqs: dict[bytes, int] = {}
+        self.next_seq = 0
+        self.present = False
+
+    @property
+    def _name(self) -> str:
+        return self.stream._job.state_name(self.stream._id)
+
+    def _meta_field(self, what: str) -> str:
+        return f"s{self.stream._id}:{what}"
+
+    def restore(self, meta: dict[str, int]) -> bool:
+        """Load the state; False when this stream has never saved any."""
+        if self._meta_field("next_seq") not in meta:
+            return False
+        self.next_seq = meta[self._meta_field("next_seq")]
+        self.present = bool(meta.get(self._meta_field("present"), 0))
+        self.fields = self.stream._job.store.load_map(self._name)
+        self.seqs = {k: loads(v)[1] for k, v in self.fields.items()}
+        return True
+
+    def to_rdd(self) -> BatchRDD:
+        items = [(loads(kb), *loads(vb)) for kb, vb in self.fields.items()]
+        items.sort(key=lambda item: item[2])
+        n = max([self.partitions] + [p + 1 for _, p, _, _ in items])
+        parts: list[list[Any]] = [[] for _ in range(n)]
+        for k, p, _, v in items:
+            parts[p].append((k, v))
+        return BatchRDD(parts, self.stream._ctx)
+
+    def save(self, rdd: BatchRDD | None) -> None:
+        job = self.stream._job
+        name = self._name
+        new_fields: dict[bytes, bytes] = {}
+        new_seqs: dict[bytes, int] = {}
+        for part_idx, part in enumerate(rdd.partitions if rdd is not None else []):
+            for k, v in part:
+                kb = dumps(k)
+                seq = self.seqs.get(kb)
+                if seq is None:
+                    seq = self.next_seq
+                    self.next_seq += 1
+                vb = dumps((part_idx, seq, v))
+                new_fields[kb] = vb
+                new_seqs[kb] = seq
+                if self.fields.get(kb) != vb:
+                    job.writes.set(name, kb, vb)
+        for kb in self.fields:
+            if kb not in new_fields:
+                job.writes.delete(name, kb)
+        self.fields, self.seqs = new_fields, new_seqs
+        self.present = rdd is not None
+        job.set_meta(self._meta_field("next_seq"), self.next_seq)
+        job.set_meta(self._meta_field("present"), int(self.present))
+
+
+class _ReducedWindowedDStream(DStream):
+    """Spark's PythonReducedWindowedDStream, including its rule to recompute small windows.
+
+    With ``window >= 5 * slide`` the previous window's value is updated incrementally (inverse
+    over slices that left, reduce over slices that came), so keys reduced to the neutral value
+    stay unless ``filterFunc`` drops them; smaller windows are reduced from their slices.
+    """
+
+    def __init__(
+        self,
+        reduced: DStream,
+        func: Callable[[Any, Any], Any],
+        invFunc: Callable[[Any, Any], Any],
+        filterFunc: Callable[[Any], Any] | None,
+        window_ms: int,
+        slide_ms: int,
+        partitions: int,
+    ) -> None:
+        super().__init__(reduced._ssc, [reduced], slide_ms)
+        self._func = func
+        self._inv = invFunc
+        self._filter = filterFunc
+        self._window_ms = window_ms
+        self._n = partitions
+        self._log = reduced._keep_slices(window_ms + slide_ms, partitions)
+        self._incremental = window_ms >= slide_ms * 5
+        self._prev = _KeyedState(self, partitions)
+        self._prev_ms: int | None = None
+        self._forced = self._incremental
+
+    def _restore(self, last_ms: int | None, meta: dict[str, int]) -> None:
+        super()._restore(last_ms, meta)
+        if self._incremental and self._prev.restore(meta):
+            self._prev_ms = meta.get(f"s{self._id}:prev_ms")
+
+    def _reduce(self, a: BatchRDD | None, b: BatchRDD) -> BatchRDD:
+        b = b.reduceByKey(self._func, self._n)
+        r = a.union(b).reduceByKey(self._func, self._n) if a is not None else b
+        if self._filter is not None:
+            r = r.filter(self._filter)
+        return r
+
+    def _inv_reduce(self, a: BatchRDD, b: BatchRDD) -> BatchRDD:
+        inv = self._inv
+        b = b.reduceByKey(self._func, self._n)
+        joined = a.leftOuterJoin(b, self._n)
+        return joined.mapValues(lambda kv: inv(kv[0], kv[1]) if kv[1] is not None else kv[0])
+
+    def _slices(self, after: int, upto: int) -> list[BatchRDD]:
+        parent = self._parents[0]
+        return [r for t in parent._valid_times(after, upto) if (r := self._log.get(t)) is not None]
+
+    def _compute(self, bt: BatchTime) -> BatchRDD | None:
+        self._parents[0]._get_or_compute(bt)
+        t, w, s = bt.ms, self._window_ms, self._slide_ms
+        prev_t = t - s
+        result: BatchRDD | None
+        if self._incremental and self._prev_ms == prev_t and self._prev.present:
+            previous = self._prev.to_rdd()
+            old = self._slices(prev_t - w, t - w)
+            subtracted = self._inv_reduce(previous, self._ctx.union(old)) if old else previous
+            new = self._slices(prev_t, t)
+            result = self._reduce(subtracted, self._ctx.union(new)) if new else subtracted
+        else:
+            current = self._slices(t - w, t)
+            result = self._reduce(None, self._ctx.union(current)) if current else None
+        if self._incremental:
+            self._prev.save(result)
+            self._prev_ms = t
+            self._job.set_meta(f"s{self._id}:prev_ms", t)
+        return result
+
+
+class _StateDStream(DStream):
+    """Spark's PythonStateDStream with PySpark's updateStateByKey reduce function."""
+
+    def __init__(
+        self,
+        parent: DStream,
+        updateFunc: Callable[[list[Any], Any], Any],
+        partitions: int,
+        initial: BatchRDD | None,
+    ) -> None:
+        super().__init__(parent._ssc, [parent], parent._slide_ms)
+        self._update = updateFunc
+        self._n = partitions
+        self._initial = initial
+        self._state = _KeyedState(self, partitions)
+        self._forced = True
+
+    def _restore(self, last_ms: int | None, meta: dict[str, int]) -> None:
+        super()._restore(last_ms, meta)
+        self._state.restore(meta)
+
+    def _reduce(self, a: BatchRDD | None, b: BatchRDD) -> BatchRDD:
+        update, n = self._update, self._n
+        if a is None:
+            g = b.groupByKey(n).mapValues(lambda vs: (list(vs), None))
+        else:
+            g = a.cogroup(b.partitionBy(n), n)
+            g = g.mapValues(lambda ab: (list(ab[1]), next(iter(ab[0])) if len(ab[0]) else None))
+        state = g.mapValues(lambda vs_s: update(vs_s[0], vs_s[1]))
+        return state.filter(lambda kv: kv[1] is not None)
+
+    def _compute(self, bt: BatchTime) -> BatchRDD | None:
+        last = self._state.to_rdd() if self._state.present else None
+        rdd = self._parents[0]._get_or_compute(bt)
+        if rdd is None:
+            return last
+        result = self._reduce(last if last is not None else self._initial, rdd)
+        self._state.save(result)
+        return result
+
+
+class _OutputOp:
+    """foreachRDD: runs the function on the parent's batch when the parent has one."""
+
+    def __init__(self, parent: DStream, func: Callable[..., Any]) -> None:
+        self.parent = parent
+        self.func = func
+
+    def run(self, bt: BatchTime) -> None:
+        rdd = self.parent._get_or_compute(bt)
+        if rdd is not None:
+            self.func(bt.dt, rdd)

@@ -1,0 +1,147 @@
+"""StreamingListener and the small event objects it receives, shaped like PySpark's Java ones.
+
+PySpark's events are py4j proxies (``batchCompleted.batchInfo().batchTime().milliseconds()``);
+these are plain objects with the same accessor methods, so listener code ports unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Time:
+    """Spark's ``org.apache.spark.streaming.Time``."""
+
+    ms: int
+
+    def milliseconds(self) -> int:
+        return self.ms
+
+    def __str__(self) -> str:
+        return f"{self.ms} ms"
+
+
+@dataclass
+class OutputOperationInfo:
+    _batch_ms: int
+    _id: int
+    _name: str
+    _start_ms: int | None = None
+    _end_ms: int | None = None
+    _failure: str | None = None
+
+    def batchTime(self) -> Time:
+        return Time(self._batch_ms)
+
+    def id(self) -> int:
+        return self._id
+
+    def name(self) -> str:
+        return self._name
+
+    def description(self) -> str:
+        return self._name
+
+    def startTime(self) -> int | None:
+        return self._start_ms
+
+    def endTime(self) -> int | None:
+        return self._end_ms
+
+    def failureReason(self) -> str | None:
+        return self._failure
+
+    def duration(self) -> int | None:
+        if self._start_ms is None or self._end_ms is None:
+            return None
+        return self._end_ms - self._start_ms
+
+
+@dataclass
+class BatchInfo:
+    _batch_ms: int
+    _submission_ms: int
+    _start_ms: int | None = None
+    _end_ms: int | None = None
+    _num_records: int = 0
+    _outputs: dict[int, OutputOperationInfo] = field(default_factory=dict)
+
+    def batchTime(self) -> Time:
+        return Time(self._batch_ms)
+
+    def submissionTime(self) -> int:
+        return self._submission_ms
+
+    def processingStartTime(self) -> int | None:
+        return self._start_ms
+
+    def processingEndTime(self) -> int | None:
+        return self._end_ms
+
+    def schedulingDelay(self) -> int | None:
+        return None if self._start_ms is None else self._start_ms - self._submission_ms
+
+    def processingDelay(self) -> int | None:
+        if self._start_ms is None or self._end_ms is None:
+            return None
+        return self._end_ms - self._start_ms
+
+    def totalDelay(self) -> int | None:
+        return None if self._end_ms is None else self._end_ms - self._submission_ms
+
+    def numRecords(self) -> int:
+        return self._num_records
+
+    def outputOperationInfos(self) -> dict[int, OutputOperationInfo]:
+        return self._outputs
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """onBatchSubmitted / onBatchStarted / onBatchCompleted."""
+
+    info: BatchInfo
+
+    def batchInfo(self) -> BatchInfo:
+        return self.info
+
+
+@dataclass(frozen=True)
+class StreamingStartedEvent:
+    _time_ms: int
+
+    def time(self) -> int:
+        return self._time_ms
+
+
+class StreamingListener:
+    """Override the callbacks you need; exceptions in a listener are logged, never raised."""
+
+    def onStreamingStarted(self, streamingStarted: Any) -> None:
+        pass
+
+    def onReceiverStarted(self, receiverStarted: Any) -> None:
+        pass
+
+    def onReceiverError(self, receiverError: Any) -> None:
+        pass
+
+    def onReceiverStopped(self, receiverStopped: Any) -> None:
+        pass
+
+    def onBatchSubmitted(self, batchSubmitted: Any) -> None:
+        pass
+
+    def onBatchStarted(self, batchStarted: Any) -> None:
+        pass
+
+    def onBatchCompleted(self, batchCompleted: Any) -> None:
+        pass
+
+    def onOutputOperationStarted(self, outputOperationStarted: Any) -> None:
+        pass
+
+    def onOutputOperationCompleted(self, outputOperationCompleted: Any) -> None:
+        pass

@@ -1,0 +1,489 @@
+"""The per-batch dataset of DStream operators: an eager, in-process stand-in for an RDD.
+
+A batch is a list of partitions (lists). Partitioning is simulated only so that ``glom``,
+``mapPartitionsWithIndex`` and the order of shuffle outputs behave like PySpark's: key-based
+operators bucket by ``portable_hash(key) % numPartitions`` and keep first-appearance order inside
+a bucket, as PySpark's ``ExternalMerger`` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import heapq
+import math
+import operator
+import os
+import sys
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+DEFAULT_PARALLELISM = 2
+
+
+def portable_hash(x: Any) -> int:
+    """PySpark's partition hash, but stable across processes for str and bytes.
+
+    PySpark relies on ``PYTHONHASHSEED``; we hash text with CRC32 instead so that a restarted job
+    puts every key in the same partition and emits batches in the same order.
+    """
+    if x is None:
+        return 0
+    if isinstance(x, str):
+        return zlib.crc32(x.encode("utf-8", "surrogatepass"))
+    if isinstance(x, bytes | bytearray):
+        return zlib.crc32(bytes(x))
+    if isinstance(x, tuple):
+        h = 0x345678
+        for i in x:
+            h ^= portable_hash(i)
+            h *= 1000003
+            h &= sys.maxsize
+        h ^= len(x)
+        if h == -1:
+            h = -2
+        return int(h)
+    return hash(x)
+
+
+class ResultIterable(Iterable[Any]):
+    """The grouped values of one key, as PySpark's ``pyspark.resultiterable.ResultIterable``."""
+
+    def __init__(self, data: list[Any]) -> None:
+        self.data = data
+        self.index = 0
+        self.maxindex = len(data)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def slice_evenly(data: list[Any], num_slices: int) -> list[list[Any]]:
+    """Split like Spark's ``ParallelCollectionRDD.slice``: contiguous, sizes differ by at most 1."""
+    n = max(1, num_slices)
+    length = len(data)
+    return [data[(i * length) // n : ((i + 1) * length) // n] for i in range(n)]
+
+
+class LocalContext:
+    """What ``rdd.context`` and ``ssc.sparkContext`` offer to ported code: building batches."""
+
+    def __init__(self, defaultParallelism: int = DEFAULT_PARALLELISM) -> None:
+        self.defaultParallelism = defaultParallelism
+
+    def parallelize(self, c: Iterable[Any], numSlices: int | None = None) -> BatchRDD:
+        slices = self.defaultParallelism if numSlices is None else numSlices
+        return BatchRDD(slice_evenly(list(c), slices), self)
+
+    def emptyRDD(self) -> BatchRDD:
+        return BatchRDD([], self)
+
+    def union(self, rdds: Iterable[BatchRDD]) -> BatchRDD:
+        parts: list[list[Any]] = []
+        for rdd in rdds:
+            parts.extend(rdd.partitions)
+        return BatchRDD(parts, self)
+
+
+def _dispatch_join(
+    pad_left: bool, pad_right: bool
+) -> Callable[[ResultIterable], Iterable[tuple[Any, Any]]]:
+    def dispatch(seq: ResultIterable) -> Iterable[tuple[Any, Any]]:
+        vbuf: list[Any] = []
+        wbuf: list[Any] = []
+        for n, v in seq:
+            if n == 1:
+                vbuf.append(v)
+            else:
+                wbuf.append(v)
+        if pad_left and not vbuf:
+            vbuf.append(None)
+        if pad_right and not wbuf:
+            wbuf.append(None)
+        return [(v, w) for v in vbuf for w in wbuf]
+
+    return dispatch
+
+
+class BatchRDD:
+    """One batch of one DStream: an eager list of partitions with PySpark's RDD methods."""
+
+    def __init__(self, partitions: list[list[Any]], ctx: LocalContext | None = None) -> None:
+        self.partitions = partitions
+        self._ctx = ctx if ctx is not None else LocalContext()
+
+    def _new(self, partitions: list[list[Any]]) -> BatchRDD:
+        return BatchRDD(partitions, self._ctx)
+
+    def __repr__(self) -> str:
+        return f"BatchRDD({self.partitions!r})"
+
+    @property
+    def context(self) -> LocalContext:
+        return self._ctx
+
+    # -- partition-wise ----------------------------------------------------------------------
+    def mapPartitionsWithIndex(
+        self, f: Callable[[int, Iterator[Any]], Iterable[Any]], preservesPartitioning: bool = False
+    ) -> BatchRDD:
+        out: list[list[Any]] = []
+        for i, part in enumerate(self.partitions):
+            result = f(i, iter(part))
+            out.append(list(result) if result is not None else [])
+        return self._new(out)
+
+    def mapPartitions(
+        self, f: Callable[[Iterator[Any]], Iterable[Any]], preservesPartitioning: bool = False
+    ) -> BatchRDD:
+        return self.mapPartitionsWithIndex(lambda _, it: f(it), preservesPartitioning)
+
+    def map(self, f: Callable[[Any], Any], preservesPartitioning: bool = False) -> BatchRDD:
+        return self._new([[f(x) for x in part] for part in self.partitions])
+
+    def flatMap(
+        self, f: Callable[[Any], Iterable[Any]], preservesPartitioning: bool = False
+    ) -> BatchRDD:
+        return self._new([[y for x in part for y in f(x)] for part in self.partitions])
+
+    def filter(self, f: Callable[[Any], Any]) -> BatchRDD:
+        return self._new([[x for x in part if f(x)] for part in self.partitions])
+
+    def glom(self) -> BatchRDD:
+        return self._new([[list(part)] for part in self.partitions])
+
+    def keyBy(self, f: Callable[[Any], Any]) -> BatchRDD:
+        return self.map(lambda x: (f(x), x))
+
+    def mapValues(self, f: Callable[[Any], Any]) -> BatchRDD:
+        return self.map(lambda kv: (kv[0], f(kv[1])), True)
+
+    def flatMapValues(self, f: Callable[[Any], Iterable[Any]]) -> BatchRDD:
+        return self.flatMap(lambda kv: ((kv[0], x) for x in f(kv[1])), True)
+
+    def keys(self) -> BatchRDD:
+        return self.map(lambda kv: kv[0])
+
+    def values(self) -> BatchRDD:
+        return self.map(lambda kv: kv[1])
+
+    def cache(self) -> BatchRDD:
+        return self
+
+    def persist(self, storageLevel: Any = None) -> BatchRDD:
+        return self
+
+    def unpersist(self, blocking: bool = False) -> BatchRDD:
+        return self
+
+    def checkpoint(self) -> None:
+        return None
+
+    def getNumPartitions(self) -> int:
+        return len(self.partitions)
+
+    # -- actions -----------------------------------------------------------------------------
+    def collect(self) -> list[Any]:
+        return [x for part in self.partitions for x in part]
+
+    def count(self) -> int:
+        return sum(len(part) for part in self.partitions)
+
+    def take(self, num: int) -> list[Any]:
+        out: list[Any] = []
+        for part in self.partitions:
+            if len(out) >= num:
+                break
+            out.extend(part[: num - len(out)])
+        return out
+
+    def first(self) -> Any:
+        rs = self.take(1)
+        if rs:
+            return rs[0]
+        raise ValueError("RDD is empty")
+
+    def isEmpty(self) -> bool:
+        return self.getNumPartitions() == 0 or len(self.take(1)) == 0
+
+    def foreach(self, f: Callable[[Any], Any]) -> None:
+        for x in self.collect():
+            f(x)
+
+    def foreachPartition(self, f: Callable[[Iterator[Any]], Any]) -> None:
+        for part in self.partitions:
+            f(iter(part))
+
+    def reduce(self, f: Callable[[Any, Any], Any]) -> Any:
+        vals = [functools.reduce(f, part) for part in self.partitions if part]
+        if vals:
+            return functools.reduce(f, vals)
+        raise ValueError("Can not reduce() empty RDD")
+
+    def fold(self, zeroValue: Any, op: Callable[[Any, Any], Any]) -> Any:
+        def fold_part(part: list[Any]) -> Any:
+            acc = copy.deepcopy(zeroValue)
+            for obj in part:
+                acc = op(acc, obj)
+            return acc
+
+        return functools.reduce(op, [fold_part(p) for p in self.partitions], zeroValue)
+
+    def aggregate(
+        self, zeroValue: Any, seqOp: Callable[[Any, Any], Any], combOp: Callable[[Any, Any], Any]
+    ) -> Any:
+        def agg_part(part: list[Any]) -> Any:
+            acc = copy.deepcopy(zeroValue)
+            for obj in part:
+                acc = seqOp(acc, obj)
+            return acc
+
+        return functools.reduce(combOp, [agg_part(p) for p in self.partitions], zeroValue)
+
+    def sum(self) -> Any:
+        return self.fold(0, operator.add)
+
+    def max(self, key: Callable[[Any], Any] | None = None) -> Any:
+        if key is None:
+            return self.reduce(max)
+        return self.reduce(lambda a, b: max(a, b, key=key))
+
+    def min(self, key: Callable[[Any], Any] | None = None) -> Any:
+        if key is None:
+            return self.reduce(min)
+        return self.reduce(lambda a, b: min(a, b, key=key))
+
+    def mean(self) -> float:
+        items = self.collect()
+        return float(sum(items)) / len(items) if items else math.nan
+
+    def top(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
+        return heapq.nlargest(num, self.collect(), key=key)
+
+    def takeOrdered(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
+        return heapq.nsmallest(num, self.collect(), key=key)
+
+    def countByValue(self) -> dict[Any, int]:
+        counts: defaultdict[Any, int] = defaultdict(int)
+        for x in self.collect():
+            counts[x] += 1
+        return counts
+
+    def countByKey(self) -> dict[Any, int]:
+        return self.map(lambda kv: kv[0]).countByValue()
+
+    def collectAsMap(self) -> dict[Any, Any]:
+        return dict(self.collect())
+
+    def lookup(self, key: Any) -> list[Any]:
+        return [v for k, v in self.collect() if k == key]
+
+    def saveAsTextFile(self, path: str, compressionCodecClass: str | None = None) -> None:
+        """Write one ``part-NNNNN`` file per partition; fails if ``path`` exists, as Hadoop does."""
+        os.makedirs(path, exist_ok=False)
+        for i, part in enumerate(self.partitions):
+            with open(os.path.join(path, f"part-{i:05d}"), "w", encoding="utf-8") as fh:
+                for x in part:
+                    line = x.decode("utf-8") if isinstance(x, bytes) else str(x)
+                    fh.write(line + "\n")
+        with open(os.path.join(path, "_SUCCESS"), "w", encoding="utf-8"):
+            pass
+
+    # -- reshaping ---------------------------------------------------------------------------
+    def union(self, other: BatchRDD) -> BatchRDD:
+        return self._new(list(self.partitions) + list(other.partitions))
+
+    def partitionBy(
+        self, numPartitions: int | None, partitionFunc: Callable[[Any], int] = portable_hash
+    ) -> BatchRDD:
+        n = self.getNumPartitions() if numPartitions is None else numPartitions
+        if n <= 0:
+            return self._new([])
+        buckets: list[list[Any]] = [[] for _ in range(n)]
+        for part in self.partitions:
+            for kv in part:
+                buckets[partitionFunc(kv[0]) % n].append(kv)
+        return self._new(buckets)
+
+    def repartition(self, numPartitions: int) -> BatchRDD:
+        return self._new(slice_evenly(self.collect(), numPartitions))
+
+    def coalesce(self, numPartitions: int, shuffle: bool = False) -> BatchRDD:
+        if shuffle or numPartitions >= self.getNumPartitions():
+            if shuffle:
+                return self.repartition(numPartitions)
+            return self
+        groups = slice_evenly(list(range(self.getNumPartitions())), numPartitions)
+        return self._new([[x for i in g for x in self.partitions[i]] for g in groups])
+
+    def sortBy(
+        self,
+        keyfunc: Callable[[Any], Any],
+        ascending: bool = True,
+        numPartitions: int | None = None,
+    ) -> BatchRDD:
+        n = self.getNumPartitions() if numPartitions is None else numPartitions
+        ordered = sorted(self.collect(), key=keyfunc, reverse=not ascending)
+        return self._new(slice_evenly(ordered, n) if n > 0 else [])
+
+    def sortByKey(
+        self,
+        ascending: bool = True,
+        numPartitions: int | None = None,
+        keyfunc: Callable[[Any], Any] = lambda x: x,
+    ) -> BatchRDD:
+        return self.sortBy(lambda kv: keyfunc(kv[0]), ascending, numPartitions)
+
+    def zip(self, other: BatchRDD) -> BatchRDD:
+        if [len(p) for p in self.partitions] != [len(p) for p in other.partitions]:
+            raise ValueError("Can only zip RDDs with same number of elements in each partition")
+        return self._new(
+            [
+                list(zip(a, b, strict=True))
+                for a, b in zip(self.partitions, other.partitions, strict=True)
+            ]
+        )
+
+    def zipWithIndex(self) -> BatchRDD:
+        out: list[list[Any]] = []
+        i = 0
+        for part in self.partitions:
+            out.append([(x, i + j) for j, x in enumerate(part)])
+            i += len(part)
+        return self._new(out)
+
+    def distinct(self, numPartitions: int | None = None) -> BatchRDD:
+        return (
+            self.map(lambda x: (x, None))
+            .reduceByKey(lambda x, _: x, numPartitions)
+            .map(lambda kv: kv[0])
+        )
+
+    # -- keyed shuffles ----------------------------------------------------------------------
+    def combineByKey(
+        self,
+        createCombiner: Callable[[Any], Any],
+        mergeValue: Callable[[Any, Any], Any],
+        mergeCombiners: Callable[[Any, Any], Any],
+        numPartitions: int | None = None,
+        partitionFunc: Callable[[Any], int] = portable_hash,
+    ) -> BatchRDD:
+        """Map-side combine per partition, bucket by hash, merge combiners in bucket order."""
+        n = self.getNumPartitions() if numPartitions is None else numPartitions
+        if n <= 0:
+            return self._new([])
+        buckets: list[list[tuple[Any, Any]]] = [[] for _ in range(n)]
+        for part in self.partitions:
+            local: dict[Any, Any] = {}
+            for k, v in part:
+                local[k] = mergeValue(local[k], v) if k in local else createCombiner(v)
+            for k, c in local.items():
+                buckets[partitionFunc(k) % n].append((k, c))
+        out: list[list[Any]] = []
+        for bucket in buckets:
+            merged: dict[Any, Any] = {}
+            for k, c in bucket:
+                merged[k] = mergeCombiners(merged[k], c) if k in merged else c
+            out.append(list(merged.items()))
+        return self._new(out)
+
+    def reduceByKey(
+        self,
+        func: Callable[[Any, Any], Any],
+        numPartitions: int | None = None,
+        partitionFunc: Callable[[Any], int] = portable_hash,
+    ) -> BatchRDD:
+        return self.combineByKey(lambda x: x, func, func, numPartitions, partitionFunc)
+
+    def foldByKey(
+        self,
+        zeroValue: Any,
+        func: Callable[[Any, Any], Any],
+        numPartitions: int | None = None,
+        partitionFunc: Callable[[Any], int] = portable_hash,
+    ) -> BatchRDD:
+        return self.combineByKey(
+            lambda v: func(copy.deepcopy(zeroValue), v), func, func, numPartitions, partitionFunc
+        )
+
+    def aggregateByKey(
+        self,
+        zeroValue: Any,
+        seqFunc: Callable[[Any, Any], Any],
+        combFunc: Callable[[Any, Any], Any],
+        numPartitions: int | None = None,
+        partitionFunc: Callable[[Any], int] = portable_hash,
+    ) -> BatchRDD:
+        return self.combineByKey(
+            lambda v: seqFunc(copy.deepcopy(zeroValue), v),
+            seqFunc,
+            combFunc,
+            numPartitions,
+            partitionFunc,
+        )
+
+    def groupByKey(
+        self,
+        numPartitions: int | None = None,
+        partitionFunc: Callable[[Any], int] = portable_hash,
+    ) -> BatchRDD:
+        def merge_value(xs: list[Any], x: Any) -> list[Any]:
+            xs.append(x)
+            return xs
+
+        def merge_combiners(a: list[Any], b: list[Any]) -> list[Any]:
+            a.extend(b)
+            return a
+
+        return self.combineByKey(
+            lambda x: [x], merge_value, merge_combiners, numPartitions, partitionFunc
+        ).mapValues(ResultIterable)
+
+    def cogroup(self, other: BatchRDD, numPartitions: int | None = None) -> BatchRDD:
+        tagged = self.mapValues(lambda v: (0, v)).union(other.mapValues(lambda v: (1, v)))
+
+        def dispatch(seq: ResultIterable) -> tuple[ResultIterable, ResultIterable]:
+            bufs: tuple[list[Any], list[Any]] = ([], [])
+            for n, v in seq:
+                bufs[n].append(v)
+            return ResultIterable(bufs[0]), ResultIterable(bufs[1])
+
+        return tagged.groupByKey(numPartitions).mapValues(dispatch)
+
+    def _join(
+        self, other: BatchRDD, numPartitions: int | None, pad_left: bool, pad_right: bool
+    ) -> BatchRDD:
+        vs = self.mapValues(lambda v: (1, v))
+        ws = other.mapValues(lambda v: (2, v))
+        return (
+            vs.union(ws)
+            .groupByKey(numPartitions)
+            .flatMapValues(_dispatch_join(pad_left, pad_right))
+        )
+
+    def join(self, other: BatchRDD, numPartitions: int | None = None) -> BatchRDD:
+        return self._join(other, numPartitions, False, False)
+
+    def leftOuterJoin(self, other: BatchRDD, numPartitions: int | None = None) -> BatchRDD:
+        return self._join(other, numPartitions, False, True)
+
+    def rightOuterJoin(self, other: BatchRDD, numPartitions: int | None = None) -> BatchRDD:
+        return self._join(other, numPartitions, True, False)
+
+    def fullOuterJoin(self, other: BatchRDD, numPartitions: int | None = None) -> BatchRDD:
+        return self._join(other, numPartitions, True, True)
+
+    def subtractByKey(self, other: BatchRDD, numPartitions: int | None = None) -> BatchRDD:
+        return (
+            self.cogroup(other, numPartitions)
+            .filter(lambda kv: len(kv[1][0]) > 0 and len(kv[1][1]) == 0)
+            .flatMapValues(lambda vw: vw[0])
+        )
+
+    def subtract(self, other: BatchRDD, numPartitions: int | None = None) -> BatchRDD:
+        rdd = other.map(lambda x: (x, True))
+        return self.map(lambda x: (x, True)).subtractByKey(rdd, numPartitions).keys()

@@ -38,6 +38,12 @@ def _devstack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from service.runtime import job_runner
+
+    return job_runner.main(args.job, args.job_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m service",
@@ -52,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     devstack.add_argument("action", choices=["fetch", "up", "down", "status"])
     devstack.set_defaults(handler=_devstack)
+
+    run = commands.add_parser(
+        "run",
+        help="run a PySpark-style streaming job (a .py file or module:function), see docs/jobs.md",
+    )
+    run.add_argument("job", help="path/to/job.py, package.module or package.module:function")
+    run.add_argument("job_args", nargs=argparse.REMAINDER, help="arguments given to the job")
+    run.set_defaults(handler=_run)
     return parser
 
 

@@ -1,0 +1,94 @@
+"""The service's settings, read once from the environment (prefix ``DSTREAMS_``).
+
+Kafka's and Redis's addresses are also read from the unprefixed ``KAFKA_BOOTSTRAP_SERVERS`` and
+``REDIS_URL`` that container platforms and the dev stack already export. A bad value stops the
+service at start with one line naming the variable, instead of failing in the first batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "DSTREAMS_"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    """Everything a job needs from its environment; frozen so no code changes it under a job."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    kafka_bootstrap_servers: str = Field(
+        default="localhost:9092",
+        min_length=1,
+        validation_alias=AliasChoices(
+            f"{ENV_PREFIX}KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
+        ),
+    )
+    redis_url: str = Field(
+        default="redis://localhost:6379/0",
+        validation_alias=AliasChoices(f"{ENV_PREFIX}REDIS_URL", "REDIS_URL"),
+    )
+    # None: derived from the job name, so two jobs never share a consumer group by accident
+    group_id: str | None = Field(default=None, min_length=1)
+    batch_interval_seconds: float = Field(default=1.0, gt=0)
+    max_rate_per_partition: float | None = Field(default=None, gt=0)
+    # None: the job's file or module name
+    job_name: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    log_level: LogLevel = "INFO"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    def consumer_group(self, job_name: str) -> str:
+        return self.group_id or f"dstreams-{self.job_name or job_name}"
+
+
+def env_names(field: str) -> list[str]:
+    """The environment variables a field is read from, the prefixed one first."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    return [f"{ENV_PREFIX}{field.upper()}"]
+
+
+def _field_of(loc: str) -> str:
+    for name in Settings.model_fields:
+        if loc == name or loc in env_names(name):
+            return name
+    return loc
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read the environment (``overrides`` win); raise ``ConfigError`` naming the bad setting."""
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = str(error["loc"][0]) if error["loc"] else "?"
+        name = " / ".join(env_names(_field_of(loc)))
+        value = error.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        raise ConfigError(f"invalid setting {name}: {error['msg']}{shown}") from None

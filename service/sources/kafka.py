@@ -1,0 +1,362 @@
+"""Kafka as an ``InputSource``: bounded per-partition batches, offsets committed after persistence.
+
+Auto-commit is off, so Kafka's committed offset only moves in ``on_batch_persisted``; a crash
+between reading and persisting means the records are read again (at-least-once). A cap per
+partition per batch (``maxRatePerPartition`` x batch interval) bounds a batch: a partition whose
+buffer reaches the cap is paused so the rest of a backlog stays in Kafka, and resumed once a batch
+has taken from it. Records fetched beyond the cap stay buffered for the next batch, never dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+log = structlog.get_logger(__name__)
+
+TopicPartitionKey = tuple[str, int]
+
+# The largest slice of one consume() call: short enough to serve rebalances and stop requests.
+_MAX_POLL_SECONDS = 0.5
+_CONSUME_BATCH = 500
+_COMMITTED_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """One consumed record, detached from librdkafka's message object."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetSpan:
+    """The offsets ``[from_offset, until_offset)`` of one partition handed out in one batch."""
+
+    topic: str
+    partition: int
+    from_offset: int
+    until_offset: int
+
+
+def records_per_batch(max_rate_per_partition: float | None, batch_interval_s: float) -> int | None:
+    """Spark's per-partition cap: rate x interval, at least one record so a backlog progresses."""
+    if max_rate_per_partition is None:
+        return None
+    if max_rate_per_partition <= 0:
+        raise ValueError("maxRatePerPartition must be > 0")
+    if batch_interval_s <= 0:
+        raise ValueError("batch interval must be > 0")
+    return max(1, math.floor(max_rate_per_partition * batch_interval_s))
+
+
+class PartitionBuffers:
+    """Per-partition FIFO buffers with the cap and the offsets handed out per batch.
+
+    Kept apart from the consumer so the bookkeeping that decides what is committed can be
+    tested without a broker.
+    """
+
+    def __init__(self, cap: int | None) -> None:
+        self.cap = cap
+        self._buffers: dict[TopicPartitionKey, deque[KafkaRecord]] = {}
+        # batch time -> partition -> next offset to commit once that batch is persisted
+        self._handed_out: dict[int, dict[TopicPartitionKey, int]] = {}
+        self.last_spans: list[OffsetSpan] = []
+
+    def add(self, record: KafkaRecord) -> bool:
+        """Buffer a record; True when its partition has reached the cap and should pause."""
+        tp = (record.topic, record.partition)
+        buffer = self._buffers.setdefault(tp, deque())
+        buffer.append(record)
+        return self.cap is not None and len(buffer) >= self.cap
+
+    def size(self, tp: TopicPartitionKey) -> int:
+        buffer = self._buffers.get(tp)
+        return len(buffer) if buffer is not None else 0
+
+    def total(self) -> int:
+        return sum(len(b) for b in self._buffers.values())
+
+    def at_cap(self, tp: TopicPartitionKey) -> bool:
+        return self.cap is not None and self.size(tp) >= self.cap
+
+    def take(self, batch_time_ms: int) -> list[list[KafkaRecord]]:
+        """Remove up to ``cap`` records per partition and remember their offsets for the batch.
+
+        One list per Kafka partition that had records, like a KafkaRDD's partitions.
+        """
+        taken: list[list[KafkaRecord]] = []
+        offsets: dict[TopicPartitionKey, int] = {}
+        spans: list[OffsetSpan] = []
+        for tp in sorted(self._buffers):
+            buffer = self._buffers[tp]
+            n = len(buffer) if self.cap is None else min(self.cap, len(buffer))
+            if n == 0:
+                continue
+            part = [buffer.popleft() for _ in range(n)]
+            taken.append(part)
+            offsets[tp] = part[-1].offset + 1
+            spans.append(OffsetSpan(tp[0], tp[1], part[0].offset, part[-1].offset + 1))
+        if offsets:
+            self._handed_out[batch_time_ms] = offsets
+        self.last_spans = spans
+        return taken
+
+    def persisted(self, batch_time_ms: int) -> dict[TopicPartitionKey, int]:
+        """Forget batches up to ``batch_time_ms`` and return the offsets they make committable."""
+        committable: dict[TopicPartitionKey, int] = {}
+        for t in sorted(k for k in self._handed_out if k <= batch_time_ms):
+            for tp, offset in self._handed_out.pop(t).items():
+                committable[tp] = max(offset, committable.get(tp, offset))
+        return committable
+
+    def drop(self, tps: Iterable[TopicPartitionKey]) -> int:
+        """Forget revoked partitions, buffered and handed out; returns the records dropped."""
+        dropped = 0
+        for tp in tps:
+            buffer = self._buffers.pop(tp, None)
+            dropped += len(buffer) if buffer is not None else 0
+            for offsets in self._handed_out.values():
+                offsets.pop(tp, None)
+        self._handed_out = {t: o for t, o in self._handed_out.items() if o}
+        return dropped
+
+
+class KafkaSource:
+    """Reads topics through one consumer-group member (or fixed partitions with ``from_offsets``).
+
+    ``convert`` turns each ``KafkaRecord`` into the element the DStream sees, so decoding
+    happens once, when a batch is taken.
+    """
+
+    def __init__(
+        self,
+        consumer_config: Mapping[str, Any],
+        topics: Sequence[str],
+        *,
+        batch_interval_s: float,
+        max_rate_per_partition: float | None = None,
+        from_offsets: Mapping[TopicPartitionKey, int] | None = None,
+        convert: Callable[[KafkaRecord], Any] | None = None,
+    ) -> None:
+        if not topics and not from_offsets:
+            raise ValueError("KafkaSource needs at least one topic or a fromOffsets mapping")
+        self._config = consumer_settings(consumer_config)
+        self._topics = list(topics)
+        self._from_offsets = dict(from_offsets or {})
+        self._convert = convert
+        self._buffers = PartitionBuffers(
+            records_per_batch(max_rate_per_partition, batch_interval_s)
+        )
+        self._consumer: Consumer | None = None
+        self._assigned: set[TopicPartitionKey] = set()
+        self._paused: set[TopicPartitionKey] = set()
+        # persisted but not yet committed (a failed commit is retried with the next one)
+        self._committable: dict[TopicPartitionKey, int] = {}
+        self._errors_seen: set[int] = set()
+
+    @property
+    def cap(self) -> int | None:
+        return self._buffers.cap
+
+    @property
+    def assigned_partitions(self) -> list[TopicPartitionKey]:
+        """The partitions this source currently reads, as seen by its rebalance callbacks."""
+        return sorted(self._assigned)
+
+    @property
+    def last_offset_ranges(self) -> list[OffsetSpan]:
+        """The offsets of the batch taken last, like ``KafkaRDD.offsetRanges()``."""
+        return list(self._buffers.last_spans)
+
+    def start(self) -> None:
+        consumer = Consumer(dict(self._config))
+        self._consumer = consumer
+        if self._from_offsets:
+            starts = self._start_offsets(consumer)
+            consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
+            self._assigned = set(starts)
+            log.info("kafka_source_assigned", offsets=starts, cap=self.cap)
+        else:
+            consumer.subscribe(
+                self._topics,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            log.info("kafka_source_subscribed", topics=self._topics, cap=self.cap)
+
+    def _start_offsets(self, consumer: Consumer) -> dict[TopicPartitionKey, int]:
+        """``fromOffsets``, except where the group committed since: a restart resumes there.
+
+        The committed offset plays the part of Spark's checkpointed offsets, which also win over
+        ``fromOffsets`` when a job recovers.
+        """
+        starts = dict(self._from_offsets)
+        asked = [TopicPartition(t, p) for t, p in starts]
+        for tp in consumer.committed(asked, timeout=_COMMITTED_TIMEOUT_SECONDS):
+            if tp.error is None and tp.offset >= 0:
+                starts[(tp.topic, tp.partition)] = tp.offset
+        return starts
+
+    def fill(self, deadline: float) -> None:
+        consumer = self._require_consumer()
+        while True:
+            # Always poll once, even past the deadline or with every partition paused: rebalance
+            # callbacks run only inside consume(), and a member that never polls stalls its group.
+            remaining = deadline - time.monotonic()
+            idle = remaining <= 0 or self._all_paused()
+            timeout = 0.0 if idle else min(remaining, _MAX_POLL_SECONDS)
+            messages = consumer.consume(num_messages=_CONSUME_BATCH, timeout=timeout)
+            to_pause: list[TopicPartitionKey] = []
+            for message in messages:
+                record = self._record(message)
+                if record is None:
+                    continue
+                tp = (record.topic, record.partition)
+                if tp not in self._assigned:
+                    # fetched before a revoke took effect; the new owner reads it again
+                    continue
+                if self._buffers.add(record) and tp not in self._paused:
+                    to_pause.append(tp)
+            if to_pause:
+                consumer.pause([TopicPartition(t, p) for t, p in to_pause])
+                self._paused.update(to_pause)
+            if idle:
+                return
+
+    def take_batch(self, batch_time_ms: int) -> list[Any]:
+        return [x for part in self.take_partitions(batch_time_ms) for x in part]
+
+    def take_partitions(self, batch_time_ms: int) -> list[list[Any]]:
+        """The batch with one RDD partition per Kafka partition, as Spark's direct stream has."""
+        parts = self._buffers.take(batch_time_ms)
+        to_resume = [tp for tp in self._paused if not self._buffers.at_cap(tp)]
+        if to_resume and self._consumer is not None:
+            self._consumer.resume([TopicPartition(t, p) for t, p in to_resume])
+            self._paused.difference_update(to_resume)
+        convert = self._convert
+        if convert is None:
+            return [list(part) for part in parts]
+        return [[convert(r) for r in part] for part in parts]
+
+    def on_batch_persisted(self, batch_time_ms: int) -> None:
+        for tp, offset in self._buffers.persisted(batch_time_ms).items():
+            if tp in self._assigned:
+                self._committable[tp] = max(offset, self._committable.get(tp, offset))
+        self._commit(list(self._committable))
+
+    def stop(self) -> None:
+        if self._consumer is None:
+            return
+        buffered = self._buffers.total()
+        # a commit that failed earlier gets a last chance while the partitions are still ours
+        self._commit(list(self._committable))
+        consumer, self._consumer = self._consumer, None
+        consumer.close()
+        self._assigned.clear()
+        self._paused.clear()
+        log.info("kafka_source_stopped", unpersisted_buffered=buffered)
+
+    def _all_paused(self) -> bool:
+        """Every owned partition holds a full batch: polling longer cannot add to the next one."""
+        return bool(self._assigned) and self._assigned <= self._paused
+
+    def _require_consumer(self) -> Consumer:
+        if self._consumer is None:
+            raise RuntimeError("KafkaSource used before start() or after stop()")
+        return self._consumer
+
+    def _record(self, message: Message) -> KafkaRecord | None:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise KafkaException(error)
+            if error.code() != KafkaError._PARTITION_EOF and error.code() not in self._errors_seen:
+                self._errors_seen.add(error.code())
+                log.warning("kafka_consume_error", error=str(error))
+            return None
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            return None
+        _, timestamp = message.timestamp()
+        return KafkaRecord(
+            topic,
+            partition,
+            offset,
+            message.key(),
+            message.value(),
+            timestamp if timestamp >= 0 else None,
+        )
+
+    def _commit(self, tps: list[TopicPartitionKey]) -> None:
+        """Synchronously commit what is committable for ``tps``; on failure keep it for later."""
+        offsets = {tp: self._committable[tp] for tp in tps if tp in self._committable}
+        if not offsets or self._consumer is None:
+            return
+        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            results = self._consumer.commit(offsets=partitions, asynchronous=False)
+        except KafkaException as exc:
+            # Not fatal to correctness: the records are persisted, a later commit covers them,
+            # and at worst they are read again.
+            log.warning("kafka_commit_failed", error=str(exc.args[0]), offsets=offsets)
+            return
+        for result in results:
+            tp = (result.topic, result.partition)
+            if result.error is not None:
+                log.warning("kafka_commit_failed", partition=tp, error=str(result.error))
+            elif self._committable.get(tp) == result.offset:
+                del self._committable[tp]
+        log.debug("kafka_committed", offsets=offsets)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        self._assigned.update(tps)
+        log.info("kafka_partitions_assigned", partitions=sorted(tps))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        # Persisted offsets still waiting for a commit are committed while they are still ours.
+        self._commit(tps)
+        self._forget(tps, reason="revoked")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget([(p.topic, p.partition) for p in partitions], reason="lost")
+
+    def _forget(self, tps: list[TopicPartitionKey], *, reason: str) -> None:
+        dropped = self._buffers.drop(tps)
+        for tp in tps:
+            self._assigned.discard(tp)
+            self._paused.discard(tp)
+            self._committable.pop(tp, None)
+        log.info("kafka_partitions_" + reason, partitions=sorted(tps), dropped_records=dropped)
+
+
+def consumer_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+    """librdkafka settings for a source: offsets are ours to store and commit, never automatic."""
+    config = dict(params)
+    if "group.id" not in config:
+        raise ValueError("Kafka consumer settings need 'group.id'")
+    if "bootstrap.servers" not in config:
+        raise ValueError("Kafka consumer settings need 'bootstrap.servers'")
+    config["enable.auto.commit"] = False
+    config["enable.auto.offset.store"] = False
+    config.setdefault("auto.offset.reset", "earliest")
+    if config.get("group.protocol", "classic") == "classic":
+        # only partitions that really move are revoked, so a rebalance does not stall every one
+        config.setdefault("partition.assignment.strategy", "cooperative-sticky")
+    return config

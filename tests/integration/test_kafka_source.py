@@ -1,0 +1,253 @@
+"""KafkaSource on a real broker: bounded batches, commits only after persistence, rebalances."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from service.sources.kafka import KafkaRecord, KafkaSource
+
+WAIT_SECONDS = 30.0
+
+
+def produce(bootstrap: str, topic: str, partition: int, values: list[str]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for value in values:
+        producer.produce(topic, value=value.encode(), partition=partition)
+    assert producer.flush(30) == 0
+
+
+@contextmanager
+def running(source: KafkaSource) -> Iterator[KafkaSource]:
+    source.start()
+    try:
+        yield source
+    finally:
+        source.stop()
+
+
+def new_source(
+    bootstrap: str, topic: str, group: str, *, rate: float | None = None, interval: float = 1.0
+) -> KafkaSource:
+    return KafkaSource(
+        {"bootstrap.servers": bootstrap, "group.id": group},
+        [topic],
+        batch_interval_s=interval,
+        max_rate_per_partition=rate,
+    )
+
+
+def take_until(source: KafkaSource, batch_time: int, count: int) -> list[KafkaRecord]:
+    """Fill and take batches until ``count`` records arrived; fails after WAIT_SECONDS."""
+    records: list[KafkaRecord] = []
+    give_up = time.monotonic() + WAIT_SECONDS
+    while len(records) < count and time.monotonic() < give_up:
+        source.fill(time.monotonic() + 0.5)
+        records.extend(source.take_batch(batch_time))
+    return records
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        consumer.close()
+
+
+def test_backlog_drains_in_batches_bounded_per_partition(
+    kafka_bootstrap: str, create_topic: Callable[..., str]
+) -> None:
+    topic = create_topic(partitions=2)
+    for partition in (0, 1):
+        produce(kafka_bootstrap, topic, partition, [f"p{partition}-{i}" for i in range(50)])
+    # 5 records/s x 2 s batches = 10 records per partition per batch
+    source = new_source(kafka_bootstrap, topic, f"g-{uuid.uuid4().hex}", rate=5, interval=2.0)
+    assert source.cap == 10
+    batches: list[list[KafkaRecord]] = []
+    with running(source):
+        give_up = time.monotonic() + 4 * WAIT_SECONDS
+        while sum(map(len, batches)) < 100 and time.monotonic() < give_up:
+            source.fill(time.monotonic() + WAIT_SECONDS)
+            batch = source.take_batch(len(batches))
+            batches.append(batch)
+            source.on_batch_persisted(len(batches) - 1)
+
+    for batch in batches:
+        for partition in (0, 1):
+            assert len([r for r in batch if r.partition == partition]) <= 10
+    # fill() returns as soon as every partition holds a full batch, so each batch is full
+    per_partition_sizes = {
+        p: [n for n in (len([r for r in b if r.partition == p]) for b in batches) if n]
+        for p in (0, 1)
+    }
+    for sizes in per_partition_sizes.values():
+        assert sizes == [10, 10, 10, 10, 10]
+    for partition in (0, 1):
+        values = [r.value for b in batches for r in b if r.partition == partition]
+        assert values == [f"p{partition}-{i}".encode() for i in range(50)]
+        offsets = [r.offset for b in batches for r in b if r.partition == partition]
+        assert offsets == list(range(50))
+
+
+def test_offsets_are_committed_only_when_the_batch_is_persisted(
+    kafka_bootstrap: str, create_topic: Callable[..., str]
+) -> None:
+    topic = create_topic(partitions=1)
+    group = f"g-{uuid.uuid4().hex}"
+    produce(kafka_bootstrap, topic, 0, [f"v{i}" for i in range(12)])
+
+    with running(new_source(kafka_bootstrap, topic, group)) as first:
+        seen = take_until(first, 1000, 12)
+        assert [r.value for r in seen] == [f"v{i}".encode() for i in range(12)]
+        # never persisted: nothing may be committed
+    assert committed(kafka_bootstrap, group, topic, 1)[0] < 0
+
+    # a new member of the same group reads the same records again, in bounded batches
+    with running(new_source(kafka_bootstrap, topic, group, rate=5, interval=1.0)) as second:
+        # fill() returns once the partition holds a full batch
+        second.fill(time.monotonic() + WAIT_SECONDS)
+        first_batch = second.take_batch(2000)
+        assert [r.offset for r in first_batch] == [0, 1, 2, 3, 4]
+        rest = take_until(second, 3000, 7)
+        assert [r.offset for r in rest] == [5, 6, 7, 8, 9, 10, 11]
+        second.on_batch_persisted(2000)
+        # only the persisted batch is committed, not the one taken after it
+        assert committed(kafka_bootstrap, group, topic, 1)[0] == 5
+
+    with running(new_source(kafka_bootstrap, topic, group)) as third:
+        again = take_until(third, 4000, 7)
+        assert [r.offset for r in again] == [5, 6, 7, 8, 9, 10, 11]
+        third.on_batch_persisted(4000)
+    assert committed(kafka_bootstrap, group, topic, 1)[0] == 12
+
+
+def test_from_offsets_reads_the_given_partitions_from_the_given_offsets(
+    kafka_bootstrap: str, create_topic: Callable[..., str]
+) -> None:
+    topic = create_topic(partitions=2)
+    group = f"g-{uuid.uuid4().hex}"
+    produce(kafka_bootstrap, topic, 0, [f"a{i}" for i in range(5)])
+    produce(kafka_bootstrap, topic, 1, [f"b{i}" for i in range(5)])
+    source = KafkaSource(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": group},
+        [topic],
+        batch_interval_s=1.0,
+        from_offsets={(topic, 1): 3},
+    )
+    with running(source):
+        records = take_until(source, 1000, 2)
+        source.on_batch_persisted(1000)
+    assert [(r.partition, r.value) for r in records] == [(1, b"b3"), (1, b"b4")]
+    assert committed(kafka_bootstrap, group, topic, 2)[1] == 5
+
+    # restarted with the same fromOffsets, it resumes after what it committed, as Spark resumes
+    # from its checkpoint
+    produce(kafka_bootstrap, topic, 1, ["b5"])
+    with running(source):
+        again = take_until(source, 2000, 1)
+    assert [(r.partition, r.value) for r in again] == [(1, b"b5")]
+
+
+def test_revoked_partitions_are_dropped_and_read_by_the_new_owner(
+    kafka_bootstrap: str, create_topic: Callable[..., str]
+) -> None:
+    topic = create_topic(partitions=2)
+    group = f"g-{uuid.uuid4().hex}"
+    for partition in (0, 1):
+        produce(kafka_bootstrap, topic, partition, [f"p{partition}-{i}" for i in range(5)])
+
+    # a cap of 2 leaves records buffered or in Kafka when the second member joins
+    first = new_source(kafka_bootstrap, topic, group, rate=2, interval=1.0)
+    second = new_source(kafka_bootstrap, topic, group, rate=2, interval=1.0)
+    with running(first):
+        first.fill(time.monotonic() + WAIT_SECONDS)  # until both partitions hold a full batch
+        batch0 = first.take_batch(0)
+        assert sorted((r.partition, r.offset) for r in batch0) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        # batch 0 is never persisted
+        later_by_first: list[KafkaRecord] = []
+        by_second: list[KafkaRecord] = []
+        with running(second):
+            give_up = time.monotonic() + 2 * WAIT_SECONDS
+            while time.monotonic() < give_up and not (
+                len(first.assigned_partitions) == len(second.assigned_partitions) == 1
+            ):
+                first.fill(time.monotonic() + 0.2)
+                second.fill(time.monotonic() + 0.2)
+            assert len(second.assigned_partitions) == 1
+            [(_, moved_partition)] = second.assigned_partitions
+            kept_partition = 1 - moved_partition
+            batch_time = 1
+            while time.monotonic() < give_up and not (
+                len(by_second) >= 5 and [r.offset for r in later_by_first][-1:] == [4]
+            ):
+                first.fill(time.monotonic() + 0.2)
+                second.fill(time.monotonic() + 0.2)
+                later_by_first.extend(first.take_batch(batch_time))
+                by_second.extend(second.take_batch(batch_time))
+                first.on_batch_persisted(batch_time)
+                second.on_batch_persisted(batch_time)
+                batch_time += 1
+
+    assert {r.partition for r in by_second} == {moved_partition}
+    # nothing was committed for the moved partition, so its new owner reads it from the start
+    assert [r.offset for r in by_second] == list(range(5))
+    # the first member read nothing of it after the rebalance and lost nothing of the other
+    assert [(r.partition, r.offset) for r in later_by_first] == [
+        (kept_partition, 2),
+        (kept_partition, 3),
+        (kept_partition, 4),
+    ]
+    assert committed(kafka_bootstrap, group, topic, 2) == {moved_partition: 5, kept_partition: 5}
+
+
+def test_create_direct_stream_runs_in_a_streaming_context(
+    kafka_bootstrap: str, create_topic: Callable[..., str]
+) -> None:
+    from service.streaming import StreamingContext
+    from service.streaming.kafka import MAX_RATE_KEY, KafkaMessageAndMetadata, KafkaUtils
+
+    topic = create_topic(partitions=2)
+    for partition in (0, 1):
+        produce(kafka_bootstrap, topic, partition, [f"p{partition}-{i}" for i in range(9)])
+
+    def handler(m: KafkaMessageAndMetadata) -> tuple[str, int, int, str]:
+        return (m.topic, m.partition, m.offset, m.message)
+
+    ssc = StreamingContext(0.5, jobName=f"kafka-{uuid.uuid4().hex[:8]}")
+    stream = KafkaUtils.createDirectStream(
+        ssc,
+        [topic],
+        # 4 records/s x 0.5 s = 2 records per partition per batch
+        {
+            "metadata.broker.list": kafka_bootstrap,
+            "group.id": f"g-{uuid.uuid4().hex}",
+            MAX_RATE_KEY: 4,
+        },
+        messageHandler=handler,
+    )
+    batches: list[list[list[tuple[str, int, int, str]]]] = []
+    stream.foreachRDD(lambda rdd: batches.append(rdd.glom().collect()))
+    ssc.start()
+    try:
+        give_up = time.monotonic() + 2 * WAIT_SECONDS
+        while sum(len(p) for b in batches for p in b) < 18:
+            assert time.monotonic() < give_up, batches
+            ssc.awaitTerminationOrTimeout(0.2)
+    finally:
+        ssc.stop(stopSparkContext=True, stopGraceFully=True)
+
+    records = [r for batch in batches for part in batch for r in part]
+    for batch in batches:
+        for part in batch:
+            # one RDD partition per Kafka partition, at most the cap of 2
+            assert len({r[1] for r in part}) <= 1
+            assert len(part) <= 2
+    for partition in (0, 1):
+        mine = [r for r in records if r[1] == partition]
+        assert mine == [(topic, partition, i, f"p{partition}-{i}") for i in range(9)]

@@ -44,6 +44,12 @@ def _run(args: argparse.Namespace) -> int:
     return job_runner.main(args.job, args.job_args)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from service.demo import run_demo
+
+    return run_demo(args.seconds, args.lines_per_second)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m service",
@@ -66,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("job", help="path/to/job.py, package.module or package.module:function")
     run.add_argument("job_args", nargs=argparse.REMAINDER, help="arguments given to the job")
     run.set_defaults(handler=_run)
+
+    demo = commands.add_parser(
+        "demo", help="run the Kafka word count live on local Kafka and Redis, fed by a producer"
+    )
+    demo.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    demo.add_argument("--lines-per-second", type=float, default=4.0)
+    demo.set_defaults(handler=_demo)
     return parser
 
 

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from service.devstack.process import default_home, project_root
 from service.devstack.stack import LocalStack

@@ -49,8 +49,9 @@ class QueueSource:
                 return parts
         if self._default is not None:
             return [list(p) for p in self._default]
-        # Spark's emptyRDD: no partitions at all.
-        return []
+        # Spark fills a drained queue with an empty RDD of one partition (observed in PySpark
+        # 4.3: getNumPartitions() == 1), so count() still emits [0] for it.
+        return [[]]
 
     def take_batch(self, batch_time_ms: int) -> list[Any]:
         return [x for p in self.take_partitions(batch_time_ms) for x in p]

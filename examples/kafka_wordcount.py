@@ -13,8 +13,9 @@ and feed it with
    `$ kafka-console-consumer.sh --topic wordcount-output --property print.key=true ...`
 
 The PySpark original (direct_kafka_wordcount.py) prints per-batch counts; this one keeps them
-with updateStateByKey as stateful_network_wordcount.py does. Kafka offsets are committed only
-after a batch's counts are in Redis and in the output topic.
+with updateStateByKey and, like recoverable_network_wordcount.py, builds its context with
+StreamingContext.getOrCreate so a restarted job carries on with the counts kept in Redis.
+Kafka offsets are committed only after a batch's counts are in Redis and in the output topic.
 """
 
 import sys
@@ -32,25 +33,30 @@ if __name__ == "__main__":
     topic = sys.argv[1] if len(sys.argv) > 1 else "wordcount-input"
     output_topic = sys.argv[2] if len(sys.argv) > 2 else "wordcount-output"
     conf = settings()
-    ssc = StreamingContext(conf.batch_interval_seconds, jobName=conf.job_name or "kafka_wordcount")
-    ssc.checkpoint(conf.redis_url)
 
     def updateFunc(new_values: Iterable[int], last_sum: int | None) -> int:
         return sum(new_values) + (last_sum or 0)
 
-    kvs = KafkaUtils.createDirectStream(
-        ssc, [topic], {"metadata.broker.list": conf.kafka_bootstrap_servers}
-    )
-    lines = kvs.map(lambda x: x[1])
-    words = lines.flatMap(lambda line: line.split(" ")).map(lambda word: (word, 1))
-    running_counts = words.updateStateByKey(updateFunc)
-    # only the words of this batch, with their running counts
-    updated = running_counts.join(words.reduceByKey(lambda a, b: a + b)).mapValues(
-        lambda counts: counts[0]
-    )
+    def createContext() -> StreamingContext:
+        # Built afresh only the first time; getOrCreate then restores the counts from Redis.
+        ssc = StreamingContext(
+            conf.batch_interval_seconds, jobName=conf.job_name or "kafka_wordcount"
+        )
+        ssc.checkpoint(conf.redis_url)
+        kvs = KafkaUtils.createDirectStream(
+            ssc, [topic], {"metadata.broker.list": conf.kafka_bootstrap_servers}
+        )
+        lines = kvs.map(lambda x: x[1])
+        words = lines.flatMap(lambda line: line.split(" ")).map(lambda word: (word, 1))
+        running_counts = words.updateStateByKey(updateFunc)
+        # only the words of this batch, with their running counts
+        updated = running_counts.join(words.reduceByKey(lambda a, b: a + b)).mapValues(
+            lambda counts: counts[0]
+        )
+        updated.pprint()
+        updated.foreachRDD(KafkaSink(conf.kafka_bootstrap_servers, output_topic))
+        return ssc
 
-    updated.pprint()
-    updated.foreachRDD(KafkaSink(conf.kafka_bootstrap_servers, output_topic))
-
+    ssc = StreamingContext.getOrCreate(conf.redis_url, createContext)
     ssc.start()
     ssc.awaitTermination()

@@ -10,8 +10,9 @@ r"""
     `$ REDIS_URL=redis://localhost:6379/0 python -m service run \
         examples/stateful_network_wordcount.py localhost 9999`
 
- Where PySpark checkpoints to a directory, the running counts are kept in Redis (``REDIS_URL``),
- so a restarted job continues from the last completed batch.
+ Where PySpark checkpoints to a directory, the running counts are kept in Redis (``REDIS_URL``).
+ As in PySpark, a context built directly starts afresh; kafka_wordcount.py shows a job that
+ carries on after a restart (StreamingContext.getOrCreate).
 """
 
 import sys

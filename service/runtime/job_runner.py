@@ -8,7 +8,6 @@ SIGTERM/SIGINT (the batch in flight finishes and is committed, then the process 
 from __future__ import annotations
 
 import ast
-import gc
 import importlib
 import inspect
 import logging
@@ -154,20 +153,11 @@ def configure_logging(level: str) -> None:
 
 
 def active_contexts() -> list[Any]:
-    """Started and not yet stopped StreamingContexts of this process.
+    """The started and not yet stopped StreamingContext of this process, if any."""
+    from service.streaming.context import StreamingContext
 
-    A script job builds its own context and keeps it in a local variable, so the runner finds it
-    by type; ``StreamingContext.getActive()`` is used instead when the engine offers it.
-    """
-    from service.streaming.context import ACTIVE, StreamingContext
-
-    get_active: Callable[[], Any] | None = getattr(StreamingContext, "getActive", None)
-    if get_active is not None:
-        active = get_active()
-        return [] if active is None else [active]
-    return [
-        o for o in gc.get_objects() if isinstance(o, StreamingContext) and o.getState() == ACTIVE
-    ]
+    active = StreamingContext.getActive()
+    return [] if active is None else [active]
 
 
 class GracefulStop:

@@ -48,5 +48,8 @@ class StateStore(Protocol):
     def commit(self, writes: StateWrites) -> None:
         """Apply one batch's writes atomically (all or nothing)."""
 
+    def drop_prefix(self, prefix: str) -> None:
+        """Forget every map whose name starts with ``prefix`` (a job starting afresh)."""
+
     def close(self) -> None:
         """Release connections."""

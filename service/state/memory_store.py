@@ -67,5 +67,11 @@ class MemoryStateStore:
                     self._expiry[name] = self._now() + ttl / 1000.0
             self.commits += 1
 
+    def drop_prefix(self, prefix: str) -> None:
+        with self._lock:
+            for name in [n for n in self._maps if n.startswith(prefix)]:
+                del self._maps[name]
+                self._expiry.pop(name, None)
+
     def close(self) -> None:
         return None

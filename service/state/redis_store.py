@@ -51,5 +51,18 @@ class RedisStateStore:
             pipe.pexpire(name, ttl)
         pipe.execute()
 
+    def drop_prefix(self, prefix: str) -> None:
+        # SCAN, not KEYS: never block Redis on a large keyspace. Glob metacharacters in the
+        # prefix are escaped so one job's name cannot match another's keys.
+        pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix) + "*"
+        batch: list[bytes] = []
+        for key in self._client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                self._client.unlink(*batch)
+                batch.clear()
+        if batch:
+            self._client.unlink(*batch)
+
     def close(self) -> None:
         self._client.close()

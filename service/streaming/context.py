@@ -41,7 +41,14 @@ STOPPED = "STOPPED"
 
 
 class StreamingContext:
-    """``StreamingContext(batchDuration)`` or ``StreamingContext(sc, batchDuration)``."""
+    """``StreamingContext(batchDuration)`` or ``StreamingContext(sc, batchDuration)``.
+
+    As in Spark, a context built directly starts afresh (its job's old state in the checkpoint
+    store is dropped at ``start()``); one built by ``getOrCreate`` carries on from it.
+    """
+
+    # PySpark's API keeps the active context on the class (getActive); so do we.
+    _activeContext: StreamingContext | None = None
 
     def __init__(
         self,
@@ -82,6 +89,7 @@ class StreamingContext:
         self._batch_lock = threading.RLock()
         self._batch_thread: int | None = None
         self._stop_requested = False
+        self._recover = False
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -126,7 +134,24 @@ class StreamingContext:
             raise TypeError("setupFunc should return a StreamingContext")
         if ssc._checkpoint_url is None:
             ssc.checkpoint(checkpointPath)
+        ssc._recover = True
         return ssc
+
+    @classmethod
+    def getActive(cls) -> StreamingContext | None:
+        """The context that was started and not yet stopped, if any."""
+        return cls._activeContext
+
+    @classmethod
+    def getActiveOrCreate(
+        cls, checkpointPath: str | None, setupFunc: Callable[[], StreamingContext]
+    ) -> StreamingContext:
+        active = cls.getActive()
+        if active is not None:
+            return active
+        if checkpointPath is not None:
+            return cls.getOrCreate(checkpointPath, setupFunc)
+        return setupFunc()
 
     # -- input streams -----------------------------------------------------------------------
     def _check_not_started(self) -> None:
@@ -203,10 +228,13 @@ class StreamingContext:
         if not self._graph.outputs:
             raise ValueError("No output operations registered, so nothing to execute")
         job = JobState(self._open_store(), self._job_name)
+        if not self._recover:
+            job.store.drop_prefix(job.prefix)
         self._next_batch_ms = self._graph.start(job, self._clock.now_ms())
         for source in self._sources:
             source.start()
         self._state = ACTIVE
+        StreamingContext._activeContext = self
         self._notify("onStreamingStarted", StreamingStartedEvent(self._clock.now_ms()))
 
     def start(self) -> None:
@@ -280,6 +308,8 @@ class StreamingContext:
                 return
             was_active = self._state == ACTIVE
             self._state = STOPPED
+            if StreamingContext._activeContext is self:
+                StreamingContext._activeContext = None
         if was_active:
             for source in self._sources:
                 try:

@@ -33,6 +33,11 @@ class JobState:
         self._meta: dict[bytes, bytes] = {}
 
     @property
+    def prefix(self) -> str:
+        """Every map of this job, and no other job's, starts with this."""
+        return f"dstreams:{self.job}:"
+
+    @property
     def meta_name(self) -> str:
         return f"dstreams:{self.job}:meta"
 

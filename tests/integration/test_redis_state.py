@@ -76,9 +76,15 @@ def test_one_transaction_per_commit(redis_url: str) -> None:
 Build = Callable[[DStream], DStream]
 
 
-def _job(url: str, job: str, build: Build, batches: list[list[str]], n: int) -> list[Any]:
-    ssc = StreamingContext(0.5, clock=ManualClock(), defaultParallelism=2, jobName=job)
-    ssc.checkpoint(url)
+def _job(
+    url: str, job: str, build: Build, batches: list[list[str]], n: int, recover: bool = False
+) -> list[Any]:
+    def create() -> StreamingContext:
+        ssc = StreamingContext(0.5, clock=ManualClock(), defaultParallelism=2, jobName=job)
+        ssc.checkpoint(url)
+        return ssc
+
+    ssc = StreamingContext.getOrCreate(url, create) if recover else create()
     out: dict[int, list[Any]] = {}
     build(ssc.queueStream(batches)).foreachRDD(
         lambda t, rdd: out.__setitem__(round(t.timestamp() * 1000), rdd.collect())
@@ -101,7 +107,7 @@ def test_job_restart_continues_as_if_uninterrupted(redis_url: str) -> None:
     whole = _job(redis_url, f"whole-{uuid.uuid4().hex}", _pipeline, lines, len(lines))
     job = f"restart-{uuid.uuid4().hex}"
     first = _job(redis_url, job, _pipeline, lines[:5], 5)
-    second = _job(redis_url, job, _pipeline, lines[5:], len(lines) - 5)
+    second = _job(redis_url, job, _pipeline, lines[5:], len(lines) - 5, recover=True)
     assert first + second == whole
     client = redis.Redis.from_url(redis_url)
     keys = {k.decode() for k in client.scan_iter(f"dstreams:{job}:*")}
@@ -135,3 +141,18 @@ def test_get_or_create_restores_state(redis_url: str) -> None:
     run_batches(ssc, 1)
     ssc.stop()
     assert seen == [[("k", 1)], [("k", 3)], [("k", 13)]]
+
+
+def test_a_new_context_with_the_same_checkpoint_starts_afresh(redis_url: str) -> None:
+    # Spark restores only through getOrCreate: a suite of jobs sharing one checkpoint URL and
+    # job name must not see each other's state. Other jobs' keys (even with glob characters
+    # in their names) are left alone.
+    base = f"fresh-{uuid.uuid4().hex[:8]}"
+    job, neighbour = f"{base}*", f"{base}-other"  # unescaped, "fresh-..*:*" matches both
+    lines = [["a b", "a"], ["b c"], [], ["a"]]
+    alone = _job(redis_url, f"alone-{uuid.uuid4().hex}", _pipeline, lines, len(lines))
+    _job(redis_url, neighbour, _pipeline, lines, len(lines))
+    _job(redis_url, job, _pipeline, lines, len(lines))
+    assert _job(redis_url, job, _pipeline, lines, len(lines)) == alone
+    client = redis.Redis.from_url(redis_url)
+    assert client.exists(f"dstreams:{neighbour}:meta")

@@ -112,9 +112,13 @@ INPUT = [["a", "b"], ["a"], ["c", "a", "b"], [], ["b"], ["d", "a"], [], ["a"], [
 
 
 def _run_job(
-    store: MemoryStateStore, build: Build, batches: Sequence[list[str]], n: int
+    store: MemoryStateStore,
+    build: Build,
+    batches: Sequence[list[str]],
+    n: int,
+    recover: bool = False,
 ) -> list[Any]:
-    ssc = make_ssc(parallelism=2, store=store, job="restartable")
+    ssc = make_ssc(parallelism=2, store=store, job="restartable", recover=recover)
     collector = Collector()
     stream = build(ssc.queueStream([list(b) for b in batches]))
     stream.map(lambda kv: kv if not isinstance(kv, tuple) else (kv[0], _plain(kv[1]))).foreachRDD(
@@ -134,8 +138,17 @@ def test_restart_continues_exactly_as_uninterrupted() -> None:
         whole = _run_job(MemoryStateStore(), build, INPUT, len(INPUT))
         store = MemoryStateStore()
         first = _run_job(store, build, INPUT[:4], 4)
-        second = _run_job(store, build, INPUT[4:], len(INPUT) - 4)
+        second = _run_job(store, build, INPUT[4:], len(INPUT) - 4, recover=True)
         assert first + second == whole, name
+
+
+def test_a_context_built_directly_starts_afresh() -> None:
+    # Spark restores a checkpoint only through getOrCreate; a new context ignores old state.
+    for name, build in PIPELINES.items():
+        store = MemoryStateStore()
+        _run_job(store, build, INPUT[:4], 4)
+        fresh = _run_job(store, build, INPUT[4:], len(INPUT) - 4)
+        assert fresh == _run_job(MemoryStateStore(), build, INPUT[4:], len(INPUT) - 4), name
 
 
 def test_restart_keeps_the_time_grid() -> None:
@@ -144,7 +157,7 @@ def test_restart_keeps_the_time_grid() -> None:
     ssc.queueStream([[1]]).foreachRDD(lambda rdd: None)
     first = run_batches(ssc, 3)
     ssc.stop()
-    again = make_ssc(store=store, job="grid")
+    again = make_ssc(store=store, job="grid", recover=True)
     again.queueStream([[1]]).foreachRDD(lambda rdd: None)
     assert run_batches(again, 2) == [first[-1] + 500, first[-1] + 1000]
 

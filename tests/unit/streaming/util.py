@@ -18,14 +18,20 @@ def make_ssc(
     parallelism: int = 1,
     store: StateStore | None = None,
     job: str = "test",
+    recover: bool = False,
 ) -> StreamingContext:
-    return StreamingContext(
-        duration,
-        clock=ManualClock(),
-        defaultParallelism=parallelism,
-        stateStore=store,
-        jobName=job,
-    )
+    """``recover``: built through getOrCreate, so it carries on from the store's state."""
+
+    def create() -> StreamingContext:
+        return StreamingContext(
+            duration,
+            clock=ManualClock(),
+            defaultParallelism=parallelism,
+            stateStore=store,
+            jobName=job,
+        )
+
+    return StreamingContext.getOrCreate("memory://", create) if recover else create()
 
 
 class Collector:

@@ -68,11 +68,17 @@ class StreamingContext:
         self._batch_ms = duration_ms(batchDuration)
         if self._batch_ms <= 0:
             raise ValueError(f"batchDuration must be positive, got {batchDuration}")
-        parallelism = defaultParallelism
-        if parallelism is None:
-            sc_parallelism = getattr(sparkContext, "defaultParallelism", None)
-            parallelism = sc_parallelism if isinstance(sc_parallelism, int) else DEFAULT_PARALLELISM
-        self._local_context = LocalContext(parallelism)
+        if isinstance(sparkContext, LocalContext) and defaultParallelism is None:
+            # ssc.sparkContext is the very SparkContext the job built, as in PySpark
+            self._local_context = sparkContext
+        else:
+            parallelism = defaultParallelism
+            if parallelism is None:
+                sc_parallelism = getattr(sparkContext, "defaultParallelism", None)
+                parallelism = (
+                    sc_parallelism if isinstance(sc_parallelism, int) else DEFAULT_PARALLELISM
+                )
+            self._local_context = LocalContext(parallelism)
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._job_name = jobName
         self._graph = DStreamGraph(self._batch_ms)

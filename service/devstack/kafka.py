@@ -18,15 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.devstack.process import (
+    Daemon,
     DevstackError,
     ensure_port_free,
     free_port,
-    pid_alive,
-    read_pid,
-    spawn,
-    stop_pid,
     tail,
-    wait_until_ready,
 )
 
 KAFKA_VERSION = "4.4.0"
@@ -110,7 +106,9 @@ class KafkaBroker:
     start_timeout_seconds: float = 90.0
     stop_grace_seconds: float = 30.0
     extra_properties: dict[str, str] = field(default_factory=dict)
-    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._daemon = Daemon(self.workdir / "broker.pid")
 
     @property
     def bootstrap_servers(self) -> str:
@@ -128,12 +126,11 @@ class KafkaBroker:
 
     @property
     def pid_file(self) -> Path:
-        return self.workdir / "broker.pid"
+        return self._daemon.pid_file
 
     @property
     def pid(self) -> int | None:
-        pid = read_pid(self.pid_file)
-        return pid if pid is not None and pid_alive(pid) else None
+        return self._daemon.pid
 
     def is_running(self) -> bool:
         return self.pid is not None
@@ -215,29 +212,19 @@ class KafkaBroker:
         config.write_text(self._properties())
         (self.workdir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
         self._format_storage(config)
-        self._process = spawn(
-            self._java("kafka.Kafka", str(config)),
-            log_file=self.stdout_file,
-            cwd=self.workdir,
-            env={**os.environ, "KAFKA_HEAP_OPTS": f"-Xmx{self.heap}"},
-        )
-        pid = self._process.pid
-        self.pid_file.write_text(str(pid))
         (self.workdir / "ports.json").write_text(
             json.dumps({"port": self.port, "controller_port": self.controller_port})
         )
-        try:
-            wait_until_ready(
-                self._answers,
-                pid=pid,
-                timeout_seconds=self.start_timeout_seconds,
-                what=f"Kafka broker on {self.bootstrap_servers}",
-                log_file=self.log_file,
-            )
-        except DevstackError:
-            stop_pid(pid, grace_seconds=5, process=self._process)
-            self.pid_file.unlink(missing_ok=True)
-            raise
+        self._daemon.launch(
+            self._java("kafka.Kafka", str(config)),
+            what=f"Kafka broker on {self.bootstrap_servers}",
+            ready=self._answers,
+            timeout_seconds=self.start_timeout_seconds,
+            output_file=self.stdout_file,
+            log_file=self.log_file,
+            cwd=self.workdir,
+            env={**os.environ, "KAFKA_HEAP_OPTS": f"-Xmx{self.heap}"},
+        )
 
     def _answers(self) -> bool:
         from confluent_kafka.admin import AdminClient
@@ -251,17 +238,11 @@ class KafkaBroker:
 
     def stop(self) -> None:
         """Controlled shutdown by pid (SIGTERM), SIGKILL only if it outlives the grace period."""
-        pid = self.pid
-        if pid is not None:
-            stop_pid(pid, grace_seconds=self.stop_grace_seconds, process=self._process)
-        self.pid_file.unlink(missing_ok=True)
+        self._daemon.stop(self.stop_grace_seconds)
 
     def kill(self) -> None:
-        """Crash the broker (SIGKILL): data survives, as after a power cut with fsynced logs."""
-        pid = self.pid
-        if pid is not None:
-            stop_pid(pid, grace_seconds=0, sig=9, process=self._process)
-        self.pid_file.unlink(missing_ok=True)
+        """Crash the broker (SIGKILL): its data stays, as after a power cut."""
+        self._daemon.kill()
 
     def restart(self) -> None:
         self.stop()

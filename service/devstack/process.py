@@ -150,3 +150,55 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return ""
+
+
+class Daemon:
+    """One background service process, tracked by a pid file so another command can stop it.
+
+    A start that does not become ready is undone (process group killed, pid file removed), so
+    a failed start never leaves a process behind.
+    """
+
+    def __init__(self, pid_file: Path) -> None:
+        self.pid_file = pid_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        pid = read_pid(self.pid_file)
+        return pid if pid is not None and pid_alive(pid) else None
+
+    def launch(
+        self,
+        argv: list[str],
+        *,
+        what: str,
+        ready: Callable[[], bool],
+        timeout_seconds: float,
+        output_file: Path,
+        log_file: Path,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Start ``argv`` and return once ``ready()``; ``log_file`` is the one errors point to."""
+        if self.pid is not None:
+            raise DevstackError(f"{what} already running (pid file {self.pid_file})")
+        self._process = spawn(argv, log_file=output_file, cwd=cwd, env=env)
+        pid = self._process.pid
+        self.pid_file.write_text(str(pid))
+        try:
+            wait_until_ready(
+                ready, pid=pid, timeout_seconds=timeout_seconds, what=what, log_file=log_file
+            )
+        except DevstackError:
+            self.stop(grace_seconds=5)
+            raise
+
+    def stop(self, grace_seconds: float, sig: int = signal.SIGTERM) -> None:
+        pid = self.pid
+        if pid is not None:
+            stop_pid(pid, grace_seconds=grace_seconds, sig=sig, process=self._process)
+        self.pid_file.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        self.stop(grace_seconds=0, sig=signal.SIGKILL)

@@ -10,18 +10,14 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from service.devstack.process import (
+    Daemon,
     DevstackError,
     ensure_port_free,
     free_port,
-    pid_alive,
-    read_pid,
-    spawn,
-    stop_pid,
-    wait_until_ready,
 )
 
 
@@ -55,7 +51,9 @@ class RedisServer:
     appendonly: bool = True
     appendfsync: str = "everysec"
     start_timeout_seconds: float = 20.0
-    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._daemon = Daemon(self.workdir / "redis.pid")
 
     @property
     def url(self) -> str:
@@ -69,12 +67,11 @@ class RedisServer:
 
     @property
     def pid_file(self) -> Path:
-        return self.workdir / "redis.pid"
+        return self._daemon.pid_file
 
     @property
     def pid(self) -> int | None:
-        pid = read_pid(self.pid_file)
-        return pid if pid is not None and pid_alive(pid) else None
+        return self._daemon.pid
 
     def is_running(self) -> bool:
         return self.pid is not None
@@ -98,22 +95,16 @@ class RedisServer:
             "--appendfsync", self.appendfsync,
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
-        self._process = spawn(argv, log_file=self.workdir / "stdout.log", cwd=self.workdir)
-        pid = self._process.pid
-        self.pid_file.write_text(str(pid))
         (self.workdir / "port.json").write_text(json.dumps({"port": self.port}))
-        try:
-            wait_until_ready(
-                self._answers,
-                pid=pid,
-                timeout_seconds=self.start_timeout_seconds,
-                what=f"redis-server on 127.0.0.1:{self.port}",
-                log_file=self.log_file,
-            )
-        except DevstackError:
-            stop_pid(pid, grace_seconds=2, process=self._process)
-            self.pid_file.unlink(missing_ok=True)
-            raise
+        self._daemon.launch(
+            argv,
+            what=f"redis-server on 127.0.0.1:{self.port}",
+            ready=self._answers,
+            timeout_seconds=self.start_timeout_seconds,
+            output_file=self.workdir / "stdout.log",
+            log_file=self.log_file,
+            cwd=self.workdir,
+        )
 
     def _answers(self) -> bool:
         import redis
@@ -128,16 +119,10 @@ class RedisServer:
 
     def stop(self) -> None:
         """SIGTERM makes redis-server fsync its append-only file and exit cleanly."""
-        pid = self.pid
-        if pid is not None:
-            stop_pid(pid, grace_seconds=15, process=self._process)
-        self.pid_file.unlink(missing_ok=True)
+        self._daemon.stop(grace_seconds=15)
 
     def kill(self) -> None:
-        pid = self.pid
-        if pid is not None:
-            stop_pid(pid, grace_seconds=0, sig=9, process=self._process)
-        self.pid_file.unlink(missing_ok=True)
+        self._daemon.kill()
 
     def restart(self) -> None:
         self.stop()

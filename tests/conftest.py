@@ -65,3 +65,25 @@ def create_topic(kafka_admin: AdminClient) -> Callable[..., str]:
         return topic
 
     return create
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle]:
+    """A local 3-master Redis Cluster, or the one ``REDIS_CLUSTER_URL`` names (not bounceable)."""
+    import os
+
+    from service.devstack.redis_cluster import RedisClusterServer
+    from tests.support.services import External
+
+    if os.environ.get("REDIS_CLUSTER_URL"):
+        yield External(os.environ["REDIS_CLUSTER_URL"])
+        return
+    cluster = RedisClusterServer(tmp_path_factory.mktemp("redis-cluster"), appendfsync="always")
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: ServiceHandle) -> str:
+    return redis_cluster.address

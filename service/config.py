@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     job_name: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     log_level: LogLevel = "INFO"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # loopback unless a pod's probes and scrapes need it on 0.0.0.0
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
 
     @field_validator("redis_url")
     @classmethod

@@ -86,7 +86,7 @@ class ClusterNode:
         self._process = spawn(argv, log_file=self.workdir / "stdout.log", cwd=self.workdir)
         self.pid_file.write_text(str(self._process.pid))
         wait_until_ready(
-            lambda: _command(self.port, "PING") == "PONG",
+            lambda: _command(self.port, "PING") == "True",  # redis-py parses PONG
             pid=self._process.pid,
             timeout_seconds=timeout_seconds,
             what=f"redis cluster node {self.address}",

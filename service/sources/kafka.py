@@ -49,6 +49,8 @@ class OffsetSpan:
     partition: int
     from_offset: int
     until_offset: int
+    # records in the span; fewer than the offsets where transaction markers or compaction left gaps
+    records: int = 0
 
 
 def records_per_batch(max_rate_per_partition: float | None, batch_interval_s: float) -> int | None:
@@ -109,7 +111,7 @@ class PartitionBuffers:
             part = [buffer.popleft() for _ in range(n)]
             taken.append(part)
             offsets[tp] = part[-1].offset + 1
-            spans.append(OffsetSpan(tp[0], tp[1], part[0].offset, part[-1].offset + 1))
+            spans.append(OffsetSpan(tp[0], tp[1], part[0].offset, part[-1].offset + 1, n))
         if offsets:
             self._handed_out[batch_time_ms] = offsets
         self.last_spans = spans
@@ -167,6 +169,8 @@ class KafkaSource:
         # persisted but not yet committed (a failed commit is retried with the next one)
         self._committable: dict[TopicPartitionKey, int] = {}
         self._errors_seen: set[int] = set()
+        # kind -> errors so far, for metrics
+        self._error_counts: dict[str, int] = {"kafka_consume": 0, "kafka_commit": 0}
 
     @property
     def cap(self) -> int | None:
@@ -181,6 +185,34 @@ class KafkaSource:
     def last_offset_ranges(self) -> list[OffsetSpan]:
         """The offsets of the batch taken last, like ``KafkaRDD.offsetRanges()``."""
         return list(self._buffers.last_spans)
+
+    @property
+    def error_counts(self) -> dict[str, int]:
+        """Consume and commit errors since the source was built, by kind (for metrics)."""
+        return dict(self._error_counts)
+
+    def partition_lag(self) -> dict[TopicPartitionKey, int]:
+        """Records of each owned partition not yet handed to a batch (for metrics).
+
+        High watermark minus fetch position plus what is buffered; both come from the consumer's
+        local state (the high watermark as of the last fetch), so no broker round trip is made.
+        Call it from the batch thread, which owns the consumer.
+        """
+        consumer = self._consumer
+        if consumer is None or not self._assigned:
+            return {}
+        lag: dict[TopicPartitionKey, int] = {}
+        try:
+            positions = consumer.position([TopicPartition(t, p) for t, p in self._assigned])
+            for tp in positions:
+                key = (tp.topic, tp.partition)
+                watermarks = consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset < 0 or watermarks is None or watermarks[1] < 0:
+                    continue  # not fetched yet: unknown, not zero
+                lag[key] = max(0, watermarks[1] - tp.offset) + self._buffers.size(key)
+        except (KafkaException, RuntimeError) as exc:
+            log.debug("kafka_lag_unavailable", error=str(exc))
+        return lag
 
     def start(self) -> None:
         consumer = Consumer(dict(self._config))
@@ -285,7 +317,10 @@ class KafkaSource:
         if error is not None:
             if error.fatal():
                 raise KafkaException(error)
-            if error.code() != KafkaError._PARTITION_EOF and error.code() not in self._errors_seen:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return None
+            self._error_counts["kafka_consume"] += 1
+            if error.code() not in self._errors_seen:
                 self._errors_seen.add(error.code())
                 log.warning("kafka_consume_error", error=str(error))
             return None
@@ -313,11 +348,13 @@ class KafkaSource:
         except KafkaException as exc:
             # Not fatal to correctness: the records are persisted, a later commit covers them,
             # and at worst they are read again.
+            self._error_counts["kafka_commit"] += 1
             log.warning("kafka_commit_failed", error=str(exc.args[0]), offsets=offsets)
             return
         for result in results:
             tp = (result.topic, result.partition)
             if result.error is not None:
+                self._error_counts["kafka_commit"] += 1
                 log.warning("kafka_commit_failed", partition=tp, error=str(result.error))
             elif self._committable.get(tp) == result.offset:
                 del self._committable[tp]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from numbers import Real
 from typing import Any
@@ -113,6 +114,11 @@ class StreamingContext:
 
     def getState(self) -> str:
         return self._state
+
+    @property
+    def input_sources(self) -> list[InputSource]:
+        """The sources of the input streams, for metrics (not PySpark API)."""
+        return list(self._sources)
 
     # -- setup -------------------------------------------------------------------------------
     def checkpoint(self, directory: str) -> None:
@@ -301,7 +307,11 @@ class StreamingContext:
         for exc in errors:
             log.error("batch %d ms failed", t, exc_info=exc)
             self._record_error(exc)
+        if errors:
+            info._failure = f"{type(errors[0]).__name__}: {errors[0]}"
+        commit_started = time.perf_counter()
         self._graph.job_state().commit()
+        info._state_commit_s = time.perf_counter() - commit_started
         for source in self._sources:
             source.on_batch_persisted(t)
         self._next_batch_ms = t + self._batch_ms

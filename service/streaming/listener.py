@@ -67,6 +67,9 @@ class BatchInfo:
     _end_ms: int | None = None
     _num_records: int = 0
     _outputs: dict[int, OutputOperationInfo] = field(default_factory=dict)
+    # not in Spark's BatchInfo: what the metrics listener needs (service/observability)
+    _failure: str | None = None
+    _state_commit_s: float | None = None
 
     def batchTime(self) -> Time:
         return Time(self._batch_ms)
@@ -96,6 +99,14 @@ class BatchInfo:
 
     def outputOperationInfos(self) -> dict[int, OutputOperationInfo]:
         return self._outputs
+
+    def failure_reason(self) -> str | None:
+        """The batch's first error, None when every job of it succeeded (not a Spark method)."""
+        return self._failure
+
+    def state_commit_seconds(self) -> float | None:
+        """How long persisting the batch's state took (not a Spark method)."""
+        return self._state_commit_s
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import structlog
 
 from service.config import Settings, load_settings
+from service.observability.job import serve_observability
 
 log = structlog.get_logger(__name__)
 
@@ -245,7 +246,7 @@ def run_job(spec: str, argv: Sequence[str] = (), base: Settings | None = None) -
     log.info("job_starting", job=spec, kind=job.kind, job_name=conf.job_name)
     stopper = GracefulStop()
     code = 0
-    with _signals(stopper), _job_environment(job, conf, argv):
+    with _signals(stopper), _job_environment(job, conf, argv), serve_observability(conf):
         try:
             if job.kind == "script":
                 assert job.path is not None

@@ -30,3 +30,16 @@ class InputSource(Protocol):
 
     def stop(self) -> None:
         """Release connections and threads; buffered but unpersisted records are re-read later."""
+
+
+# Optional methods, looked up with getattr by the engine (not part of the Protocol, so queue,
+# socket and text-file sources need not define them):
+#
+# ``take_partitions(batch_time_ms) -> list[list[Any]]``: the batch already split into
+#     partitions (Kafka: one per partition with records); used instead of ``take_batch``.
+# ``take_tasks(batch_time_ms) -> list[tuple[tuple[str, int], list[Any]]]``: the batch as one
+#     entry per *task* -- ``((topic, partition), records)`` for every assigned Kafka partition,
+#     also those with no records this batch. A source offering it makes the job task-scoped:
+#     keyed shuffles group within each task and state is kept per task under the task's shard
+#     keys (docs/semantics.md, "Kafka inputs: state per partition"). Takes precedence over
+#     ``take_partitions``.

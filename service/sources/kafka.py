@@ -285,6 +285,17 @@ class KafkaSource:
             return [list(part) for part in parts]
         return [[convert(r) for r in part] for part in parts]
 
+    def take_tasks(self, batch_time_ms: int) -> list[tuple[TopicPartitionKey, list[Any]]]:
+        """The batch as ``((topic, partition), records)`` for every owned partition, empty or not.
+
+        The engine keeps state per partition (its task): an owned partition without records
+        still appears, so its state and windows advance with the batch.
+        """
+        parts = self.take_partitions(batch_time_ms)
+        spans = self._buffers.last_spans  # one per taken partition, in the same order
+        taken = {(s.topic, s.partition): p for s, p in zip(spans, parts, strict=True)}
+        return [(tp, taken.get(tp, [])) for tp in sorted(self._assigned | taken.keys())]
+
     def on_batch_persisted(self, batch_time_ms: int) -> None:
         for tp, offset in self._buffers.persisted(batch_time_ms).items():
             if tp in self._assigned:

@@ -242,6 +242,7 @@ class StreamingContext:
         job = JobState(self._open_store(), self._job_name)
         if not self._recover:
             job.store.drop_prefix(job.prefix)
+            job.fresh = True  # Kafka tasks' state is dropped as each task first appears
         self._next_batch_ms = self._graph.start(job, self._clock.now_ms())
         for source in self._sources:
             source.start()

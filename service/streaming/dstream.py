@@ -6,6 +6,10 @@ time is computed once and shared by all its children. Window slices and keyed st
 ``JobState`` (the store is authoritative; memory holds the same bytes as a cache) and are always
 unpickled afresh, so functions that mutate their inputs (PySpark's own ``groupByKeyAndWindow``
 does) cannot corrupt what a later batch reads, just as in PySpark where every read deserializes.
+
+Under Kafka inputs (a source offering ``take_tasks``) every stateful stream keeps its state and
+slices per task (Kafka partition), loads a task's state the first time the task appears and
+forgets it on ``DStreamGraph.forget_task``; see docs/semantics.md.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from service.streaming.persistence import JobState, dumps, loads
-from service.streaming.rdd import BatchRDD, LocalContext, ResultIterable, portable_hash
+from service.streaming.rdd import BatchRDD, LocalContext, ResultIterable, Task, portable_hash
 
 if TYPE_CHECKING:
     from service.streaming.context import StreamingContext
@@ -79,6 +83,24 @@ def _as_batch(result: Any) -> BatchRDD | None:
     raise TypeError(f"transform function must return an RDD or None, not {type(result).__name__}")
 
 
+def _require_tasks(rdd: BatchRDD, op: str) -> None:
+    """Kafka inputs keep state per partition: a batch of mixed records cannot have state."""
+    if any(task is None for task in rdd.tasks):
+        raise ValueError(
+            f"{op}: the job reads Kafka, so its state is kept per Kafka partition, but this "
+            "stream's batch holds records of no single partition (a global aggregation such as "
+            "count/reduce/countByWindow/reduceByWindow, a repartition or sort, or a non-Kafka "
+            "input). Global state cannot be kept per Kafka partition: key the stream instead, "
+            "e.g. map records to (key, value) pairs and use reduceByKeyAndWindow or "
+            "updateStateByKey, so each partition keeps its own state"
+        )
+
+
+def _pairs_without_task(rdd: BatchRDD, pair: Callable[[Any], Any]) -> BatchRDD:
+    """Pairs for a whole-batch aggregation: global, as in Spark, even under Kafka inputs."""
+    return rdd.map(pair)._as_mixed()
+
+
 class _Failure:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
@@ -115,6 +137,15 @@ class DStream:
     def _zero_ms(self) -> int:
         return self._ssc._graph.zero()
 
+    @property
+    def _task_scoped(self) -> bool:
+        return self._ssc._graph.task_scoped
+
+    def _forget_task(self, task: Task) -> None:
+        """Drop what is cached for ``task``; its state is re-read from the store when it returns."""
+        if self._slice_log is not None:
+            self._slice_log.forget(task)
+
     def _is_valid(self, t: int) -> bool:
         zero = self._zero_ms
         return t > zero and (t - zero) % self._slide_ms == 0
@@ -138,21 +169,21 @@ class DStream:
                 return None
             try:
                 entry = self._compute(bt)
+                if self._slice_log is not None:
+                    self._slice_log.record(bt.ms, entry)
             except BaseException as exc:
                 self._generated[bt.ms] = _Failure(exc)
                 raise
             self._generated[bt.ms] = entry
-            if self._slice_log is not None:
-                self._slice_log.record(bt.ms, entry)
         if isinstance(entry, _Failure):
             raise entry.exc
         assert entry is None or isinstance(entry, BatchRDD)
         return entry
 
-    def _keep_slices(self, keep_ms: int, keyed_partitions: int | None) -> _SliceLog:
+    def _keep_slices(self, keep_ms: int, keyed_partitions: int | None, op: str) -> _SliceLog:
         """Record this stream's batches in the store so windows over it survive a restart."""
         if self._slice_log is None:
-            self._slice_log = _SliceLog(self, keep_ms, keyed_partitions)
+            self._slice_log = _SliceLog(self, keep_ms, keyed_partitions, op)
         else:
             self._slice_log.keep_ms = max(self._slice_log.keep_ms, keep_ms)
         self._forced = True
@@ -243,7 +274,7 @@ class DStream:
             entry = self._generated.get(t)
             rdd = entry if isinstance(entry, BatchRDD) else None
             if rdd is None and self._slice_log is not None:
-                rdd = self._slice_log.get(t)
+                rdd = self._slice_log.get_any(t)
             if rdd is not None:
                 out.append(rdd)
         return out
@@ -285,7 +316,9 @@ class DStream:
         return self.mapPartitions(lambda i: [sum(1 for _ in i)]).reduce(operator.add)
 
     def reduce(self, func: Callable[[Any, Any], Any]) -> DStream:
-        return self.map(lambda x: (None, x)).reduceByKey(func, 1).map(lambda x: x[1])
+        """One result per batch, as in Spark, also under Kafka inputs (its partition is mixed)."""
+        pairs = self.transform(lambda rdd: _pairs_without_task(rdd, lambda x: (None, x)))
+        return pairs.reduceByKey(func, 1).map(lambda x: x[1])
 
     def countByValue(self) -> DStream:
         return self.map(lambda x: (x, 1)).reduceByKey(lambda x, y: x + y)
@@ -352,7 +385,7 @@ class DStream:
     def window(self, windowDuration: float, slideDuration: float | None = None) -> DStream:
         self._validate_window_param(windowDuration, slideDuration)
         slide = self._slide_ms if slideDuration is None else duration_ms(slideDuration)
-        return _WindowedDStream(self, duration_ms(windowDuration), slide)
+        return _WindowedDStream(self, duration_ms(windowDuration), slide, op="window")
 
     def reduceByWindow(
         self,
@@ -361,23 +394,43 @@ class DStream:
         windowDuration: float,
         slideDuration: float | None,
     ) -> DStream:
-        keyed = self.map(lambda x: (1, x))
-        reduced = keyed.reduceByKeyAndWindow(
-            reduceFunc, invReduceFunc, windowDuration, slideDuration, 1
+        """Global, as in Spark: under Kafka inputs it raises at the first batch (no key)."""
+        return self._reduce_by_window(
+            reduceFunc, invReduceFunc, windowDuration, slideDuration, "reduceByWindow"
+        )
+
+    def _reduce_by_window(
+        self,
+        reduceFunc: Callable[[Any, Any], Any],
+        invReduceFunc: Callable[[Any, Any], Any] | None,
+        windowDuration: float,
+        slideDuration: float | None,
+        op: str,
+    ) -> DStream:
+        keyed = self.transform(lambda rdd: _pairs_without_task(rdd, lambda x: (1, x)))
+        reduced = keyed._reduce_by_key_and_window(
+            reduceFunc, invReduceFunc, windowDuration, slideDuration, 1, None, op
         )
         return reduced.map(lambda kv: kv[1])
 
     def countByWindow(self, windowDuration: float, slideDuration: float | None) -> DStream:
-        return self.map(lambda x: 1).reduceByWindow(
-            operator.add, operator.sub, windowDuration, slideDuration
+        """Global, as in Spark: under Kafka inputs it raises at the first batch (no key)."""
+        return self.map(lambda x: 1)._reduce_by_window(
+            operator.add, operator.sub, windowDuration, slideDuration, "countByWindow"
         )
 
     def countByValueAndWindow(
         self, windowDuration: float, slideDuration: float | None, numPartitions: int | None = None
     ) -> DStream:
         keyed = self.map(lambda x: (x, 1))
-        counted = keyed.reduceByKeyAndWindow(
-            operator.add, operator.sub, windowDuration, slideDuration, numPartitions
+        counted = keyed._reduce_by_key_and_window(
+            operator.add,
+            operator.sub,
+            windowDuration,
+            slideDuration,
+            numPartitions,
+            None,
+            "countByValueAndWindow",
         )
         return counted.filter(lambda kv: kv[1] > 0)
 
@@ -385,12 +438,14 @@ class DStream:
         self, windowDuration: float, slideDuration: float | None, numPartitions: int | None = None
     ) -> DStream:
         ls = self.mapValues(lambda x: [x])
-        grouped = ls.reduceByKeyAndWindow(
+        grouped = ls._reduce_by_key_and_window(
             lambda a, b: a.extend(b) or a,
             lambda a, b: a[len(b) :],
             windowDuration,
             slideDuration,
             numPartitions,
+            None,
+            "groupByKeyAndWindow",
         )
         return grouped.mapValues(ResultIterable)
 
@@ -403,16 +458,37 @@ class DStream:
         numPartitions: int | None = None,
         filterFunc: Callable[[Any], Any] | None = None,
     ) -> DStream:
+        return self._reduce_by_key_and_window(
+            func,
+            invFunc,
+            windowDuration,
+            slideDuration,
+            numPartitions,
+            filterFunc,
+            "reduceByKeyAndWindow",
+        )
+
+    def _reduce_by_key_and_window(
+        self,
+        func: Callable[[Any, Any], Any],
+        invFunc: Callable[[Any, Any], Any] | None,
+        windowDuration: float,
+        slideDuration: float | None,
+        numPartitions: int | None,
+        filterFunc: Callable[[Any], Any] | None,
+        op: str,
+    ) -> DStream:
+        """``op`` names the operator the user called, for errors under Kafka inputs."""
         self._validate_window_param(windowDuration, slideDuration)
         n = self._partitions(numPartitions)
         reduced = self.reduceByKey(func, n)
         slide = self._slide_ms if slideDuration is None else duration_ms(slideDuration)
         if invFunc:
             return _ReducedWindowedDStream(
-                reduced, func, invFunc, filterFunc, duration_ms(windowDuration), slide, n
+                reduced, func, invFunc, filterFunc, duration_ms(windowDuration), slide, n, op
             )
         # The window's slices are the per-batch reduced values: stored one field per key.
-        windowed = _WindowedDStream(reduced, duration_ms(windowDuration), slide, keyed=n)
+        windowed = _WindowedDStream(reduced, duration_ms(windowDuration), slide, keyed=n, op=op)
         return windowed.reduceByKey(func, n)
 
     def updateStateByKey(
@@ -451,21 +527,34 @@ class InputDStream(DStream):
     def __init__(self, ssc: StreamingContext, source: Any) -> None:
         super().__init__(ssc, [], ssc._batch_ms)
         self.source = source
-        self._taken: dict[int, list[list[Any]] | None] = {}
+        self._taken: dict[int, tuple[list[list[Any]], list[Task | None] | None]] = {}
+        # the tasks of the batch taken last, in the source's order
+        self.last_tasks: list[Task] = []
+
+    @property
+    def offers_tasks(self) -> bool:
+        """The source hands out one partition per Kafka partition with its task id."""
+        return callable(getattr(self.source, "take_tasks", None))
 
     def _take(self, t: int) -> int:
-        """Take batch ``t`` from the source; sources with partitions keep them."""
-        take_partitions = getattr(self.source, "take_partitions", None)
-        if take_partitions is not None:
-            parts: list[list[Any]] | None = take_partitions(t)
+        """Take batch ``t`` from the source; sources with partitions (and tasks) keep them."""
+        self.last_tasks = []
+        tasks: list[Task | None] | None = None
+        if self.offers_tasks:
+            entries = self.source.take_tasks(t)
+            parts = [list(records) for _, records in entries]
+            self.last_tasks = [(str(tp[0]), int(tp[1])) for tp, _ in entries]
+            tasks = list(self.last_tasks)
+        elif (take_partitions := getattr(self.source, "take_partitions", None)) is not None:
+            parts = take_partitions(t)
         else:
             parts = self._ctx.parallelize(list(self.source.take_batch(t))).partitions
-        self._taken[t] = parts
-        return sum(len(p) for p in parts) if parts is not None else 0
+        self._taken[t] = (parts, tasks)
+        return sum(len(p) for p in parts)
 
     def _compute(self, bt: BatchTime) -> BatchRDD | None:
-        parts = self._taken.pop(bt.ms, None)
-        return None if parts is None else BatchRDD(parts, self._ctx)
+        taken = self._taken.pop(bt.ms, None)
+        return None if taken is None else BatchRDD(taken[0], self._ctx, taken[1])
 
     def _end_batch(self, t: int) -> None:
         for old in [x for x in self._taken if x <= t]:
@@ -550,66 +639,120 @@ class _SliceLog:
 
     Keyed logs (the per-batch reduced values of reduceByKeyAndWindow) hold one field per key:
     ``pickle(key) -> pickle((partition, position, value))``; record logs hold one field per
-    partition plus the partition count, since raw records cannot be pre-aggregated.
+    partition plus the partition count, since raw records cannot be pre-aggregated. Under Kafka
+    inputs there is one log per task, loaded from the store when the task first appears.
     """
 
     _COUNT = b"n"
 
-    def __init__(self, stream: DStream, keep_ms: int, keyed_partitions: int | None) -> None:
+    def __init__(
+        self, stream: DStream, keep_ms: int, keyed_partitions: int | None, op: str
+    ) -> None:
         self.stream = stream
         self.keep_ms = keep_ms
         self.keyed_partitions = keyed_partitions
+        self.op = op
         self.entries: dict[int, dict[bytes, bytes] | None] = {}
+        self.task_entries: dict[Task, dict[int, dict[bytes, bytes] | None]] = {}
 
     def _ttl_ms(self) -> int:
         # Dropped explicitly once out of every window; the TTL only reclaims what a crash left.
         return 2 * self.keep_ms + 60_000
 
-    def _encode(self, rdd: BatchRDD) -> dict[bytes, bytes]:
+    def _encode(self, partitions: list[list[Any]]) -> dict[bytes, bytes]:
         if self.keyed_partitions is not None:
             fields: dict[bytes, bytes] = {}
             pos = 0
-            for part_idx, part in enumerate(rdd.partitions):
+            for part_idx, part in enumerate(partitions):
                 for k, v in part:
                     fields[dumps(k)] = dumps((part_idx, pos, v))
                     pos += 1
             return fields
-        fields = {self._COUNT: str(len(rdd.partitions)).encode()}
-        for i, part in enumerate(rdd.partitions):
+        fields = {self._COUNT: str(len(partitions)).encode()}
+        for i, part in enumerate(partitions):
             fields[b"p%d" % i] = dumps(part)
         return fields
 
-    def _decode(self, fields: dict[bytes, bytes]) -> BatchRDD:
+    def _decode(self, fields: dict[bytes, bytes], task: Task | None) -> BatchRDD:
         ctx = self.stream._ctx
+        parts: list[list[Any]]
         if self.keyed_partitions is not None:
             items = [(loads(kb), *loads(vb)) for kb, vb in fields.items()]
             items.sort(key=lambda item: item[2])
-            n = max([self.keyed_partitions] + [p + 1 for _, p, _, _ in items])
-            parts: list[list[Any]] = [[] for _ in range(n)]
+            # a task's keyed batch is one partition (shuffles group per task)
+            base = self.keyed_partitions if task is None else 1
+            n = max([base] + [p + 1 for _, p, _, _ in items])
+            parts = [[] for _ in range(n)]
             for k, p, _, v in items:
                 parts[p].append((k, v))
-            return BatchRDD(parts, ctx)
-        count = int(fields.get(self._COUNT, b"0"))
-        return BatchRDD([loads(fields[b"p%d" % i]) for i in range(count)], ctx)
+        else:
+            count = int(fields.get(self._COUNT, b"0"))
+            parts = [loads(fields[b"p%d" % i]) for i in range(count)]
+        return BatchRDD(parts, ctx, None if task is None else [task] * len(parts))
 
-    def record(self, t: int, rdd: BatchRDD | None) -> None:
-        if rdd is None:
-            self.entries[t] = None
-            return
-        fields = self._encode(rdd)
-        self.entries[t] = fields
+    def _write(self, name: str, fields: dict[bytes, bytes]) -> None:
         if fields:
             job = self.stream._job
-            name = job.slice_name(self.stream._id, t)
             for k, v in fields.items():
                 job.writes.set(name, k, v)
             job.writes.map_ttls_ms[name] = self._ttl_ms()
 
-    def get(self, t: int) -> BatchRDD | None:
-        fields = self.entries.get(t)
+    def record(self, t: int, rdd: BatchRDD | None) -> None:
+        if self.stream._task_scoped:
+            self._record_tasks(t, rdd)
+            return
+        if rdd is None:
+            self.entries[t] = None
+            return
+        fields = self._encode(rdd.partitions)
+        self.entries[t] = fields
+        self._write(self.stream._job.slice_name(self.stream._id, t), fields)
+
+    def _record_tasks(self, t: int, rdd: BatchRDD | None) -> None:
+        if rdd is None:
+            for entries in self.task_entries.values():
+                entries[t] = None
+            return
+        _require_tasks(rdd, self.op)
+        groups = rdd._task_groups()
+        encoded = [(task, self._encode(parts)) for task, parts in groups]
+        job = self.stream._job
+        for task, fields in encoded:
+            assert task is not None
+            self._open(task, t)[t] = fields
+            self._write(job.slice_name(self.stream._id, t, task), fields)
+
+    def _open(self, task: Task, t: int) -> dict[int, dict[bytes, bytes] | None]:
+        """The task's slices before ``t`` that a window may still need, read on first sight."""
+        entries = self.task_entries.get(task)
+        if entries is None:
+            entries = {}
+            job = self.stream._job
+            for old in self.stream._valid_times(t - self.keep_ms, t - 1):
+                fields = job.store.load_map(job.slice_name(self.stream._id, old, task))
+                entries[old] = fields if fields or self.keyed_partitions is not None else None
+            self.task_entries[task] = entries
+        return entries
+
+    def tasks_of(self, rdd: BatchRDD | None) -> list[Task]:
+        """The tasks a window at this batch covers: those of the parent's batch (the owned)."""
+        if rdd is None:
+            return list(self.task_entries)
+        return [task for task in dict.fromkeys(rdd.tasks) if task is not None]
+
+    def get(self, t: int, task: Task | None = None) -> BatchRDD | None:
+        entries = self.entries if task is None else self.task_entries.get(task, {})
+        fields = entries.get(t)
         if fields is None:
             return None
-        return self._decode(fields)
+        return self._decode(fields, task)
+
+    def get_any(self, t: int) -> BatchRDD | None:
+        """The batch at ``t`` whatever its scope (all known tasks' under Kafka inputs)."""
+        if not self.stream._task_scoped:
+            return self.get(t)
+        rdds = [r for task in self.task_entries if (r := self.get(t, task)) is not None]
+        return self.stream._ctx.union(rdds) if rdds else None
 
     def restore(self, last_ms: int) -> None:
         job = self.stream._job
@@ -625,26 +768,45 @@ class _SliceLog:
         for old in [x for x in self.entries if x <= t - self.keep_ms]:
             if self.entries.pop(old):
                 job.writes.map_drops.add(job.slice_name(self.stream._id, old))
+        for task, entries in self.task_entries.items():
+            for old in [x for x in entries if x <= t - self.keep_ms]:
+                if entries.pop(old):
+                    job.writes.map_drops.add(job.slice_name(self.stream._id, old, task))
+
+    def forget(self, task: Task) -> None:
+        self.task_entries.pop(task, None)
 
 
 class _WindowedDStream(DStream):
     """Spark's WindowedDStream: the union of the parent's batches in ``(t - window, t]``."""
 
     def __init__(
-        self, parent: DStream, window_ms: int, slide_ms: int, keyed: int | None = None
+        self,
+        parent: DStream,
+        window_ms: int,
+        slide_ms: int,
+        keyed: int | None = None,
+        op: str = "window",
     ) -> None:
         super().__init__(parent._ssc, [parent], slide_ms)
         self._window_ms = window_ms
-        self._log = parent._keep_slices(window_ms + slide_ms, keyed)
+        self._log = parent._keep_slices(window_ms + slide_ms, keyed, op)
 
     def _compute(self, bt: BatchTime) -> BatchRDD | None:
         parent = self._parents[0]
-        parent._get_or_compute(bt)
-        rdds = [
-            rdd
-            for t in parent._valid_times(bt.ms - self._window_ms, bt.ms)
-            if (rdd := self._log.get(t)) is not None
-        ]
+        current = parent._get_or_compute(bt)
+        times = parent._valid_times(bt.ms - self._window_ms, bt.ms)
+        if self._task_scoped:
+            tasks = self._log.tasks_of(current)
+            return self._ctx.union(
+                [
+                    rdd
+                    for t in times
+                    for task in tasks
+                    if (rdd := self._log.get(t, task)) is not None
+                ]
+            )
+        rdds = [rdd for t in times if (rdd := self._log.get(t)) is not None]
         return self._ctx.union(rdds)
 
 
@@ -654,12 +816,14 @@ class _KeyedState:
     Fields are ``pickle(key) -> pickle((partition, seq, value))``. ``seq`` is given to a key when
     it first appears and kept after, which reproduces PySpark's order after a restart: keys keep
     their relative order from batch to batch and new keys come after them in their partition.
-    Only keys whose bytes changed are written.
+    Only keys whose bytes changed are written. With a ``task`` the state is that Kafka
+    partition's: its map and meta fields are the task's shard keys.
     """
 
-    def __init__(self, stream: DStream, partitions: int) -> None:
+    def __init__(self, stream: DStream, partitions: int, task: Task | None = None) -> None:
         self.stream = stream
         self.partitions = partitions
+        self.task = task
         self.fields: dict[bytes, bytes] = {}
         self.seqs: dict[bytes, int] = {}
         self.next_seq = 0
@@ -667,7 +831,7 @@ class _KeyedState:
 
     @property
     def _name(self) -> str:
-        return self.stream._job.state_name(self.stream._id)
+        return self.stream._job.state_name(self.stream._id, self.task)
 
     def _meta_field(self, what: str) -> str:
         return f"s{self.stream._id}:{what}"
@@ -689,7 +853,8 @@ class _KeyedState:
         parts: list[list[Any]] = [[] for _ in range(n)]
         for k, p, _, v in items:
             parts[p].append((k, v))
-        return BatchRDD(parts, self.stream._ctx)
+        tasks: list[Task | None] | None = None if self.task is None else [self.task] * n
+        return BatchRDD(parts, self.stream._ctx, tasks)
 
     def save(self, rdd: BatchRDD | None) -> None:
         job = self.stream._job
@@ -713,8 +878,18 @@ class _KeyedState:
                 job.writes.delete(name, kb)
         self.fields, self.seqs = new_fields, new_seqs
         self.present = rdd is not None
-        job.set_meta(self._meta_field("next_seq"), self.next_seq)
-        job.set_meta(self._meta_field("present"), int(self.present))
+        job.set_meta(self._meta_field("next_seq"), self.next_seq, self.task)
+        job.set_meta(self._meta_field("present"), int(self.present), self.task)
+
+
+def _task_states(stream: DStream, cache: dict[Task, _KeyedState], task: Task) -> _KeyedState:
+    """A task's keyed state, read from the store the first time the task appears."""
+    state = cache.get(task)
+    if state is None:
+        state = _KeyedState(stream, 1, task)
+        state.restore(stream._job.meta(task))
+        cache[task] = state
+    return state
 
 
 class _ReducedWindowedDStream(DStream):
@@ -734,6 +909,7 @@ class _ReducedWindowedDStream(DStream):
         window_ms: int,
         slide_ms: int,
         partitions: int,
+        op: str = "reduceByKeyAndWindow",
     ) -> None:
         super().__init__(reduced._ssc, [reduced], slide_ms)
         self._func = func
@@ -741,16 +917,23 @@ class _ReducedWindowedDStream(DStream):
         self._filter = filterFunc
         self._window_ms = window_ms
         self._n = partitions
-        self._log = reduced._keep_slices(window_ms + slide_ms, partitions)
+        self._log = reduced._keep_slices(window_ms + slide_ms, partitions, op)
         self._incremental = window_ms >= slide_ms * 5
         self._prev = _KeyedState(self, partitions)
         self._prev_ms: int | None = None
+        self._task_prev: dict[Task, _KeyedState] = {}
+        self._task_prev_ms: dict[Task, int | None] = {}
         self._forced = self._incremental
 
     def _restore(self, last_ms: int | None, meta: dict[str, int]) -> None:
         super()._restore(last_ms, meta)
         if self._incremental and self._prev.restore(meta):
             self._prev_ms = meta.get(f"s{self._id}:prev_ms")
+
+    def _forget_task(self, task: Task) -> None:
+        super()._forget_task(task)
+        self._task_prev.pop(task, None)
+        self._task_prev_ms.pop(task, None)
 
     def _reduce(self, a: BatchRDD | None, b: BatchRDD) -> BatchRDD:
         b = b.reduceByKey(self._func, self._n)
@@ -765,29 +948,59 @@ class _ReducedWindowedDStream(DStream):
         joined = a.leftOuterJoin(b, self._n)
         return joined.mapValues(lambda kv: inv(kv[0], kv[1]) if kv[1] is not None else kv[0])
 
-    def _slices(self, after: int, upto: int) -> list[BatchRDD]:
+    def _slices(self, after: int, upto: int, task: Task | None = None) -> list[BatchRDD]:
         parent = self._parents[0]
-        return [r for t in parent._valid_times(after, upto) if (r := self._log.get(t)) is not None]
+        return [
+            r for t in parent._valid_times(after, upto) if (r := self._log.get(t, task)) is not None
+        ]
+
+    def _window(
+        self, t: int, previous: BatchRDD | None, prev_ms: int | None, task: Task | None
+    ) -> BatchRDD | None:
+        w, s = self._window_ms, self._slide_ms
+        prev_t = t - s
+        if self._incremental and prev_ms == prev_t and previous is not None:
+            old = self._slices(prev_t - w, t - w, task)
+            subtracted = self._inv_reduce(previous, self._ctx.union(old)) if old else previous
+            new = self._slices(prev_t, t, task)
+            return self._reduce(subtracted, self._ctx.union(new)) if new else subtracted
+        current = self._slices(t - w, t, task)
+        return self._reduce(None, self._ctx.union(current)) if current else None
 
     def _compute(self, bt: BatchTime) -> BatchRDD | None:
-        self._parents[0]._get_or_compute(bt)
-        t, w, s = bt.ms, self._window_ms, self._slide_ms
-        prev_t = t - s
-        result: BatchRDD | None
-        if self._incremental and self._prev_ms == prev_t and self._prev.present:
-            previous = self._prev.to_rdd()
-            old = self._slices(prev_t - w, t - w)
-            subtracted = self._inv_reduce(previous, self._ctx.union(old)) if old else previous
-            new = self._slices(prev_t, t)
-            result = self._reduce(subtracted, self._ctx.union(new)) if new else subtracted
-        else:
-            current = self._slices(t - w, t)
-            result = self._reduce(None, self._ctx.union(current)) if current else None
+        parent_rdd = self._parents[0]._get_or_compute(bt)
+        if self._task_scoped:
+            return self._compute_tasks(bt, parent_rdd)
+        t = bt.ms
+        previous = self._prev.to_rdd() if self._prev.present else None
+        result = self._window(t, previous, self._prev_ms, None)
         if self._incremental:
             self._prev.save(result)
             self._prev_ms = t
             self._job.set_meta(f"s{self._id}:prev_ms", t)
         return result
+
+    def _compute_tasks(self, bt: BatchTime, parent_rdd: BatchRDD | None) -> BatchRDD | None:
+        t = bt.ms
+        results: list[tuple[Task, BatchRDD | None]] = []
+        for task in self._log.tasks_of(parent_rdd):
+            previous: BatchRDD | None = None
+            prev_ms: int | None = None
+            if self._incremental:
+                state = _task_states(self, self._task_prev, task)
+                if task not in self._task_prev_ms:
+                    self._task_prev_ms[task] = self._job.meta(task).get(f"s{self._id}:prev_ms")
+                previous = state.to_rdd() if state.present else None
+                prev_ms = self._task_prev_ms[task]
+            results.append((task, self._window(t, previous, prev_ms, task)))
+        # saved only once every task's window is computed: a failure leaves all state as it was
+        if self._incremental:
+            for task, result in results:
+                self._task_prev[task].save(result)
+                self._task_prev_ms[task] = t
+                self._job.set_meta(f"s{self._id}:prev_ms", t, task)
+        rdds = [r for _, r in results if r is not None]
+        return self._ctx.union(rdds) if rdds else None
 
 
 class _StateDStream(DStream):
@@ -805,11 +1018,16 @@ class _StateDStream(DStream):
         self._n = partitions
         self._initial = initial
         self._state = _KeyedState(self, partitions)
+        self._task_state: dict[Task, _KeyedState] = {}
         self._forced = True
 
     def _restore(self, last_ms: int | None, meta: dict[str, int]) -> None:
         super()._restore(last_ms, meta)
         self._state.restore(meta)
+
+    def _forget_task(self, task: Task) -> None:
+        super()._forget_task(task)
+        self._task_state.pop(task, None)
 
     def _reduce(self, a: BatchRDD | None, b: BatchRDD) -> BatchRDD:
         update, n = self._update, self._n
@@ -822,6 +1040,8 @@ class _StateDStream(DStream):
         return state.filter(lambda kv: kv[1] is not None)
 
     def _compute(self, bt: BatchTime) -> BatchRDD | None:
+        if self._task_scoped:
+            return self._compute_tasks(bt)
         last = self._state.to_rdd() if self._state.present else None
         rdd = self._parents[0]._get_or_compute(bt)
         if rdd is None:
@@ -829,6 +1049,29 @@ class _StateDStream(DStream):
         result = self._reduce(last if last is not None else self._initial, rdd)
         self._state.save(result)
         return result
+
+    def _compute_tasks(self, bt: BatchTime) -> BatchRDD | None:
+        rdd = self._parents[0]._get_or_compute(bt)
+        if rdd is None:
+            known = [s.to_rdd() for s in self._task_state.values() if s.present]
+            return self._ctx.union(known)
+        _require_tasks(rdd, "updateStateByKey")
+        if self._initial is not None:
+            raise ValueError(
+                "updateStateByKey: initialRDD cannot be used when the job reads Kafka: state "
+                "is kept per Kafka partition and an initial RDD's keys belong to none"
+            )
+        results: list[tuple[_KeyedState, BatchRDD]] = []
+        for task, parts in rdd._task_groups():
+            assert task is not None
+            state = _task_states(self, self._task_state, task)
+            last = state.to_rdd() if state.present else None
+            batch = BatchRDD(parts, self._ctx, [task] * len(parts))
+            results.append((state, self._reduce(last, batch)))
+        # saved only once every task's update ran: a failure leaves all state as it was
+        for state, result in results:
+            state.save(result)
+        return self._ctx.union([result for _, result in results])
 
 
 class _OutputOp:

@@ -1,4 +1,9 @@
-"""The job's DStream graph: stream ids, output operations, the batch-time grid, one batch's run."""
+"""The job's DStream graph: stream ids, output operations, the batch-time grid, one batch's run.
+
+A job with a Kafka input (a source offering ``take_tasks``) is *task-scoped*: its state lives
+per Kafka partition, is read lazily when a partition first appears in a batch, and is forgotten
+with ``forget_task`` when the partition leaves this instance (docs/semantics.md).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from service.streaming.persistence import SCHEMA_VERSION, JobState
 
 if TYPE_CHECKING:
     from service.streaming.dstream import BatchTime, DStream, InputDStream, _OutputOp
+    from service.streaming.rdd import Task
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +31,10 @@ class DStreamGraph:
         self._zero_ms: int | None = None
         self._job: JobState | None = None
         self.last_num_records = 0
+        # fixed at start(): some input hands out Kafka partitions (tasks)
+        self.task_scoped = False
+        # the tasks of the batch run last, in input order (the lead's commit groups by them)
+        self.batch_tasks: list[Task] = []
 
     def _check_open(self) -> None:
         if self._zero_ms is not None:
@@ -64,6 +74,7 @@ class DStreamGraph:
     def start(self, job: JobState, now_ms: int) -> int:
         """Fix the time grid (restored from the store when the job ran before); first batch time."""
         self._job = job
+        self.task_scoped = any(inp.offers_tasks for inp in self.inputs)
         meta = job.load_meta()
         if "zero_ms" in meta:
             if meta.get("batch_ms") != self.batch_ms:
@@ -74,6 +85,13 @@ class DStreamGraph:
             if meta.get("graph") != self._signature():
                 log.warning("job %s: DStream graph differs from the checkpointed one", job.job)
             self._zero_ms = meta["zero_ms"]
+            if self.task_scoped:
+                # Tasks load their state when they appear; records of the downtime are still
+                # in Kafka, so the grid resumes at the next batch time rather than replaying.
+                elapsed = max(0, now_ms - self._zero_ms)
+                start = self._zero_ms + (elapsed // self.batch_ms + 1) * self.batch_ms
+                log.info("job %s: zero %d ms, next batch %d ms", job.job, self._zero_ms, start)
+                return start
             last = meta.get("last_batch_ms")
             for stream in self.streams:
                 stream._restore(last, meta)
@@ -98,11 +116,17 @@ class DStreamGraph:
                 errors.append(exc)
 
         self.last_num_records = 0
+        tasks: list[Task] = []
         for inp in self.inputs:
             try:
                 self.last_num_records += inp._take(bt.ms)
             except Exception as exc:
                 record(exc)
+            tasks.extend(inp.last_tasks)
+        self.batch_tasks = list(dict.fromkeys(tasks))
+        job = self.job_state()
+        for task in self.batch_tasks:
+            job.open_task(task)
         # Stateful streams and window parents advance every batch, needed by an output or not.
         for stream in self.streams:
             if stream._forced and stream._is_valid(bt.ms):
@@ -117,5 +141,20 @@ class DStreamGraph:
                 record(exc)
         for stream in self.streams:
             stream._end_batch(bt.ms)
-        self.job_state().set_meta("last_batch_ms", bt.ms)
+        if self.task_scoped:
+            # per task, with the task's other keys: no batch writes a job-scoped key
+            for task in self.batch_tasks:
+                job.set_meta("last_batch_ms", bt.ms, task)
+        else:
+            job.set_meta("last_batch_ms", bt.ms)
         return errors
+
+    def forget_task(self, task: Task) -> None:
+        """Drop every in-process cache of ``task`` (revoked, or its commit was fenced).
+
+        Its next appearance re-reads its state from the store, so the writes of whoever owned
+        it in between are seen. Call between batches, from the batch thread.
+        """
+        for stream in self.streams:
+            stream._forget_task(task)
+        self.job_state().forget_task(task)

@@ -4,6 +4,12 @@ A batch is a list of partitions (lists). Partitioning is simulated only so that 
 ``mapPartitionsWithIndex`` and the order of shuffle outputs behave like PySpark's: key-based
 operators bucket by ``portable_hash(key) % numPartitions`` and keep first-appearance order inside
 a bucket, as PySpark's ``ExternalMerger`` does.
+
+Under Kafka inputs each partition also carries its *task*, the Kafka partition ``(topic,
+partition)`` its records came from (see docs/semantics.md, "Kafka inputs: state per partition").
+Narrow operations keep a partition's task; keyed shuffles group within each task, so no result
+ever mixes records of two Kafka partitions; a batch whose partitions all have task ``None`` is
+job-scoped and behaves exactly as PySpark's.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 DEFAULT_PARALLELISM = 2
+
+# A Kafka input partition, ``(topic, partition)``: the unit of state ownership.
+Task = tuple[str, int]
 
 
 def portable_hash(x: Any) -> int:
@@ -85,9 +94,11 @@ class LocalContext:
 
     def union(self, rdds: Iterable[BatchRDD]) -> BatchRDD:
         parts: list[list[Any]] = []
+        tasks: list[Task | None] = []
         for rdd in rdds:
             parts.extend(rdd.partitions)
-        return BatchRDD(parts, self)
+            tasks.extend(rdd.tasks)
+        return BatchRDD(parts, self, tasks)
 
 
 def _dispatch_join(
@@ -113,12 +124,49 @@ def _dispatch_join(
 class BatchRDD:
     """One batch of one DStream: an eager list of partitions with PySpark's RDD methods."""
 
-    def __init__(self, partitions: list[list[Any]], ctx: LocalContext | None = None) -> None:
+    def __init__(
+        self,
+        partitions: list[list[Any]],
+        ctx: LocalContext | None = None,
+        tasks: list[Task | None] | None = None,
+    ) -> None:
         self.partitions = partitions
         self._ctx = ctx if ctx is not None else LocalContext()
+        if tasks is not None and len(tasks) != len(partitions):
+            raise ValueError(f"{len(tasks)} tasks for {len(partitions)} partitions")
+        # None when every partition is job-scoped: the common case costs nothing
+        self._tasks = tasks if tasks is not None and any(t is not None for t in tasks) else None
 
     def _new(self, partitions: list[list[Any]]) -> BatchRDD:
+        """A batch whose partitions no longer match this one's: job-scoped (mixed)."""
         return BatchRDD(partitions, self._ctx)
+
+    def _narrow(self, partitions: list[list[Any]]) -> BatchRDD:
+        """Partition ``i`` of the result comes from partition ``i`` here: it keeps its task."""
+        return BatchRDD(partitions, self._ctx, self._tasks)
+
+    @property
+    def tasks(self) -> list[Task | None]:
+        """Each partition's Kafka task, ``None`` where job-scoped or mixed."""
+        if self._tasks is None:
+            return [None] * len(self.partitions)
+        return list(self._tasks)
+
+    @property
+    def task_scoped(self) -> bool:
+        """True when some partition belongs to a Kafka task: keyed shuffles group per task."""
+        return self._tasks is not None
+
+    def _as_mixed(self) -> BatchRDD:
+        """The same records with no task: what a global (whole-batch) aggregation starts from."""
+        return self if self._tasks is None else BatchRDD(self.partitions, self._ctx)
+
+    def _task_groups(self) -> list[tuple[Task | None, list[list[Any]]]]:
+        """Partitions grouped by task, tasks in first-appearance order."""
+        groups: dict[Task | None, list[list[Any]]] = {}
+        for task, part in zip(self.tasks, self.partitions, strict=True):
+            groups.setdefault(task, []).append(part)
+        return list(groups.items())
 
     def __repr__(self) -> str:
         return f"BatchRDD({self.partitions!r})"
@@ -135,7 +183,7 @@ class BatchRDD:
         for i, part in enumerate(self.partitions):
             result = f(i, iter(part))
             out.append(list(result) if result is not None else [])
-        return self._new(out)
+        return self._narrow(out)
 
     def mapPartitions(
         self, f: Callable[[Iterator[Any]], Iterable[Any]], preservesPartitioning: bool = False
@@ -143,18 +191,18 @@ class BatchRDD:
         return self.mapPartitionsWithIndex(lambda _, it: f(it), preservesPartitioning)
 
     def map(self, f: Callable[[Any], Any], preservesPartitioning: bool = False) -> BatchRDD:
-        return self._new([[f(x) for x in part] for part in self.partitions])
+        return self._narrow([[f(x) for x in part] for part in self.partitions])
 
     def flatMap(
         self, f: Callable[[Any], Iterable[Any]], preservesPartitioning: bool = False
     ) -> BatchRDD:
-        return self._new([[y for x in part for y in f(x)] for part in self.partitions])
+        return self._narrow([[y for x in part for y in f(x)] for part in self.partitions])
 
     def filter(self, f: Callable[[Any], Any]) -> BatchRDD:
-        return self._new([[x for x in part if f(x)] for part in self.partitions])
+        return self._narrow([[x for x in part if f(x)] for part in self.partitions])
 
     def glom(self) -> BatchRDD:
-        return self._new([[list(part)] for part in self.partitions])
+        return self._narrow([[list(part)] for part in self.partitions])
 
     def keyBy(self, f: Callable[[Any], Any]) -> BatchRDD:
         return self.map(lambda x: (f(x), x))
@@ -295,11 +343,19 @@ class BatchRDD:
 
     # -- reshaping ---------------------------------------------------------------------------
     def union(self, other: BatchRDD) -> BatchRDD:
-        return self._new(list(self.partitions) + list(other.partitions))
+        return self._ctx.union([self, other])
 
     def partitionBy(
         self, numPartitions: int | None, partitionFunc: Callable[[Any], int] = portable_hash
     ) -> BatchRDD:
+        """Task-scoped: one partition per task with its records (``numPartitions`` ignored)."""
+        if self._tasks is not None:
+            groups = self._task_groups()
+            return BatchRDD(
+                [[kv for part in parts for kv in part] for _, parts in groups],
+                self._ctx,
+                [task for task, _ in groups],
+            )
         n = self.getNumPartitions() if numPartitions is None else numPartitions
         if n <= 0:
             return self._new([])
@@ -318,7 +374,19 @@ class BatchRDD:
                 return self.repartition(numPartitions)
             return self
         groups = slice_evenly(list(range(self.getNumPartitions())), numPartitions)
-        return self._new([[x for i in g for x in self.partitions[i]] for g in groups])
+        merged = self._new([[x for i in g for x in self.partitions[i]] for g in groups])
+        if self._tasks is not None:
+            # a merged partition keeps its task only when all its sources had that one
+            tasks = self._tasks
+            merged = BatchRDD(
+                merged.partitions,
+                self._ctx,
+                [
+                    tasks[g[0]] if g and all(tasks[i] == tasks[g[0]] for i in g) else None
+                    for g in groups
+                ],
+            )
+        return merged
 
     def sortBy(
         self,
@@ -341,7 +409,7 @@ class BatchRDD:
     def zip(self, other: BatchRDD) -> BatchRDD:
         if [len(p) for p in self.partitions] != [len(p) for p in other.partitions]:
             raise ValueError("Can only zip RDDs with same number of elements in each partition")
-        return self._new(
+        return self._narrow(
             [
                 list(zip(a, b, strict=True))
                 for a, b in zip(self.partitions, other.partitions, strict=True)
@@ -354,7 +422,7 @@ class BatchRDD:
         for part in self.partitions:
             out.append([(x, i + j) for j, x in enumerate(part)])
             i += len(part)
-        return self._new(out)
+        return self._narrow(out)
 
     def distinct(self, numPartitions: int | None = None) -> BatchRDD:
         return (
@@ -372,7 +440,28 @@ class BatchRDD:
         numPartitions: int | None = None,
         partitionFunc: Callable[[Any], int] = portable_hash,
     ) -> BatchRDD:
-        """Map-side combine per partition, bucket by hash, merge combiners in bucket order."""
+        """Map-side combine per partition, bucket by hash, merge combiners in bucket order.
+
+        Task-scoped: one output partition per task, combining only that task's records
+        (``numPartitions`` and ``partitionFunc`` are ignored).
+        """
+        if self._tasks is not None:
+            groups = self._task_groups()
+            out_parts: list[list[Any]] = []
+            for _, parts in groups:
+                merged_task: dict[Any, Any] = {}
+                for part in parts:
+                    local_task: dict[Any, Any] = {}
+                    for k, v in part:
+                        local_task[k] = (
+                            mergeValue(local_task[k], v) if k in local_task else createCombiner(v)
+                        )
+                    for k, c in local_task.items():
+                        merged_task[k] = (
+                            mergeCombiners(merged_task[k], c) if k in merged_task else c
+                        )
+                out_parts.append(list(merged_task.items()))
+            return BatchRDD(out_parts, self._ctx, [task for task, _ in groups])
         n = self.getNumPartitions() if numPartitions is None else numPartitions
         if n <= 0:
             return self._new([])

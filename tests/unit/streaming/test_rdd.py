@@ -89,3 +89,20 @@ def test_partitioning_uses_a_process_stable_hash() -> None:
     rdd = BatchRDD([[("x", 1), ("y", 2), ("z", 3)]], sc).partitionBy(2)
     for i, part in enumerate(rdd.partitions):
         assert all(portable_hash(k) % 2 == i for k, _ in part)
+
+
+def test_tasks_follow_narrow_operations_and_union_and_keyed_shuffles_group_per_task() -> None:
+    a, b = ("t", 0), ("t", 1)
+    rdd = BatchRDD([[("x", 1), ("y", 2)], [("x", 3)]], tasks=[a, b])
+    assert rdd.map(lambda kv: kv).tasks == [a, b]
+    assert rdd.filter(lambda kv: kv[1] > 1).glom().tasks == [a, b]
+    both = rdd.union(BatchRDD([[("x", 5)]], tasks=[a]))
+    assert both.tasks == [a, b, a]
+    reduced = both.reduceByKey(lambda x, y: x + y, 9)
+    assert (reduced.partitions, reduced.tasks) == ([[("x", 6), ("y", 2)], [("x", 3)]], [a, b])
+    joined = rdd.join(rdd.mapValues(lambda v: -v))
+    assert joined.tasks == [a, b]
+    assert joined.partitions == [[("x", (1, -1)), ("y", (2, -2))], [("x", (3, -3))]]
+    assert rdd.partitionBy(5).partitions == [[("x", 1), ("y", 2)], [("x", 3)]]
+    assert rdd.repartition(2).tasks == [None, None]  # mixed
+    assert not BatchRDD([[1]], tasks=[None]).task_scoped

@@ -1,0 +1,269 @@
+"""Kafka inputs: keyed shuffles and state per task (Kafka partition), under the shard's keys."""
+
+from __future__ import annotations
+
+import operator
+import pickle
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.commit.ledger import Shard, hash_tag
+from service.state.memory_store import MemoryStateStore
+from service.state.split import split_by_hash_tag
+from service.streaming import DStream
+from service.streaming.testing import run_batches
+from tests.unit.streaming.tasks_util import (
+    JOB,
+    TOPIC,
+    RecordingStore,
+    TaskCollector,
+    TaskSource,
+    run_global,
+    run_tasks,
+    task_ssc,
+)
+
+KEYS = ["a", "b", "c", "d", "e", "f", "g"]
+
+
+def partition_of(key: str) -> int:
+    """A keyed topic: the producer sends every key to one partition."""
+    return KEYS.index(key) % 3
+
+
+def keyed_batches(batches: list[list[tuple[str, int]]]) -> list[list[list[tuple[str, int]]]]:
+    out = []
+    for batch in batches:
+        parts: list[list[tuple[str, int]]] = [[], [], []]
+        for k, v in batch:
+            parts[partition_of(k)].append((k, v))
+        out.append(parts)
+    return out
+
+
+def task(p: int) -> tuple[str, int]:
+    return (TOPIC, p)
+
+
+def add_state(values: list[int], state: int | None) -> int:
+    return sum(values, state or 0)
+
+
+# -- per-task results --------------------------------------------------------------------------
+
+
+def test_reduce_by_key_groups_within_each_partition() -> None:
+    # the same key on two partitions (an unkeyed topic): one result per partition
+    batches = [[[("x", 1), ("y", 2), ("x", 3)], [("x", 10)], []]]
+    out = run_tasks(batches, lambda d: d.reduceByKey(operator.add, 7), 1)
+    assert out == [{task(0): [("x", 4), ("y", 2)], task(1): [("x", 10)], task(2): []}]
+
+
+def test_narrow_operators_keep_tasks_and_global_aggregations_do_not() -> None:
+    batches = [[[1, 2], [3], []]]
+    assert run_tasks(batches, lambda d: d.map(lambda x: x * 10).filter(bool), 1) == [
+        {task(0): [10, 20], task(1): [30], task(2): []}
+    ]
+    assert run_tasks(batches, lambda d: d.count(), 1) == [{None: [3]}]
+    assert run_tasks(batches, lambda d: d.reduce(operator.add), 1) == [{None: [6]}]
+    assert run_tasks(batches, lambda d: d.glom().map(len), 1) == [
+        {task(0): [2], task(1): [1], task(2): [0]}
+    ]
+
+
+def test_update_state_by_key_per_task() -> None:
+    batches = [[[("x", 1)], [("x", 10)], []], [[("x", 2)], [], [("y", 5)]]]
+    out = run_tasks(batches, lambda d: d.updateStateByKey(add_state), 3)
+    assert out == [
+        {task(0): [("x", 1)], task(1): [("x", 10)], task(2): []},
+        {task(0): [("x", 3)], task(1): [("x", 10)], task(2): [("y", 5)]},
+        {task(0): [("x", 3)], task(1): [("x", 10)], task(2): [("y", 5)]},
+    ]
+
+
+@pytest.mark.parametrize("inverse", [operator.sub, None])
+@pytest.mark.parametrize("window", [1.0, 2.5])
+def test_reduce_by_key_and_window_per_task(inverse: Any, window: float) -> None:
+    batches = [[[("x", 1)], [("x", 10)], []]] + [[[("x", 1)], [], []]] * 6
+    out = run_tasks(
+        batches, lambda d: d.reduceByKeyAndWindow(operator.add, inverse, window, 0.5), 7
+    )
+    n = round(window / 0.5)
+    for i, batch in enumerate(out):
+        assert batch[task(0)] == [("x", min(i + 1, n))]
+        in_window = i < n
+        # partition 1's x never mixes with partition 0's
+        if inverse is not None and n >= 5:
+            assert batch[task(1)] == [("x", 10 if in_window else 0)]  # incremental keeps zeros
+        else:
+            assert batch[task(1)] == ([("x", 10)] if in_window else [])
+
+
+def test_window_and_group_by_key_and_window_per_task() -> None:
+    batches = [[[("x", 1)], [("x", 2)], []], [[("x", 3)], [], []]]
+    out = run_tasks(batches, lambda d: d.window(1.0, 0.5), 3)
+    assert out == [
+        {task(0): [("x", 1)], task(1): [("x", 2)], task(2): []},
+        {task(0): [("x", 1), ("x", 3)], task(1): [("x", 2)], task(2): []},
+        {task(0): [("x", 3)], task(1): [], task(2): []},
+    ]
+    grouped = run_tasks(batches, lambda d: d.groupByKeyAndWindow(1.0, 0.5).mapValues(list), 2)
+    assert grouped[1] == {task(0): [("x", [1, 3])], task(1): [("x", [2])], task(2): []}
+
+
+# -- equal to Spark's global result on keyed topics --------------------------------------------
+
+OPERATORS: dict[str, Any] = {
+    "reduceByKey": lambda d: d.reduceByKey(operator.add),
+    "groupByKey": lambda d: d.groupByKey().mapValues(sorted),
+    "countByValue": lambda d: d.map(lambda kv: kv[0]).countByValue(),
+    "join": lambda d: d.join(d.mapValues(lambda v: -v)),
+    "updateStateByKey": lambda d: d.updateStateByKey(add_state),
+    "rbkaw_inverse_incremental": lambda d: d.reduceByKeyAndWindow(
+        operator.add, operator.sub, 2.5, 0.5
+    ),
+    "rbkaw_inverse_small": lambda d: d.reduceByKeyAndWindow(operator.add, operator.sub, 1.0, 0.5),
+    "rbkaw_no_inverse": lambda d: d.reduceByKeyAndWindow(operator.add, None, 1.5, 1.0),
+    "window": lambda d: d.window(1.5, 0.5),
+    "groupByKeyAndWindow": lambda d: d.groupByKeyAndWindow(1.5, 0.5).mapValues(sorted),
+    "countByValueAndWindow": lambda d: d.map(lambda kv: kv[0]).countByValueAndWindow(2.5, 0.5),
+}
+
+records = st.lists(st.tuples(st.sampled_from(KEYS), st.integers(-5, 5)), max_size=6)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records, min_size=1, max_size=6), st.sampled_from(sorted(OPERATORS)))
+def test_keyed_topic_union_of_tasks_equals_global_result(
+    batches: list[list[tuple[str, int]]], name: str
+) -> None:
+    build = OPERATORS[name]
+    n = len(batches) + 4  # and a few batches after input stops
+    per_task = run_tasks(keyed_batches(batches), build, n)
+    expected = run_global(keyed_batches(batches), build, n)
+    assert len(per_task) == len(expected)
+    for got, want in zip(per_task, expected, strict=True):
+        assert None not in got
+        assert Counter(map(repr, (x for part in got.values() for x in part))) == Counter(
+            map(repr, want)
+        )
+
+
+# -- keys in the store -------------------------------------------------------------------------
+
+
+def test_every_batch_write_carries_its_task_tag_and_no_map_mixes_tasks() -> None:
+    store = RecordingStore()
+    batches = keyed_batches([[("a", 1), ("b", 2), ("c", 3)], [("d", 4), ("a", 5)], []])
+
+    def build(d: DStream) -> DStream:
+        d.updateStateByKey(add_state).foreachRDD(lambda rdd: None)
+        d.reduceByKeyAndWindow(operator.add, operator.sub, 2.5, 0.5).foreachRDD(lambda r: None)
+        return d.window(1.0, 0.5)
+
+    run_tasks(batches, build, 4, store=store)
+    start, *per_batch = store.history
+    assert all(hash_tag(name) is None for name in start.map_sets)  # zero time, interval, graph
+    assert len(per_batch) == 4
+    tags = {Shard(JOB, TOPIC, p).tag: p for p in range(3)}
+    for writes in per_batch:
+        groups = split_by_hash_tag(writes)
+        assert set(groups) == set(tags)  # every task wrote, nothing job-scoped
+    names = store.map_names()
+    state_names = [n for n in names if n.endswith(":state")]
+    assert state_names and all(hash_tag(n) in tags for n in names if n != f"dstreams:{JOB}:meta")
+    for name in state_names:
+        p = tags[hash_tag(name) or ""]
+        keys = {pickle.loads(k) for k in store.load_map(name)}
+        assert keys and {partition_of(k) for k in keys} == {p}
+    assert Shard(JOB, TOPIC, 0).key("s0", "state") not in names  # s0 is the input stream
+
+
+def test_forget_task_then_reload_from_store_gives_the_same_results() -> None:
+    batches = keyed_batches([[("a", 1), ("b", 2)], [("a", 3)], [("d", 1)], [], [("b", 7)], []])
+
+    def build(d: DStream) -> DStream:
+        state = d.updateStateByKey(add_state)
+        win = d.reduceByKeyAndWindow(operator.add, operator.sub, 2.5, 0.5)
+        return state.union(win).union(d.window(1.0, 0.5))
+
+    expected = run_tasks(batches, build, 8)
+    store = MemoryStateStore()
+    ssc = task_ssc(store)
+    collector = TaskCollector()
+    build(ssc._sourceStream(TaskSource(batches))).foreachRDD(collector)
+    for _ in range(8):
+        run_batches(ssc, 1)
+        for p in range(3):
+            ssc._graph.forget_task(task(p))
+    ssc.stop()
+    assert collector.batches == expected
+
+
+def test_a_task_reassigned_to_another_instance_starts_from_the_stores_state() -> None:
+    store = MemoryStateStore()
+    first = keyed_batches([[("a", 1), ("b", 2)], [("a", 3), ("b", 4)]])
+
+    def build(d: DStream) -> DStream:
+        return d.updateStateByKey(add_state).union(
+            d.reduceByKeyAndWindow(operator.add, operator.sub, 2.5, 0.5)
+        )
+
+    a = task_ssc(store)
+    build(a._sourceStream(TaskSource(first))).foreachRDD(lambda rdd: None)
+    times = run_batches(a, 2)
+    a.stop()
+    # instance B joins the group and gets partition 1 (b's) only
+    b = task_ssc(store, recover=True, start_ms=times[-1])
+    collector = TaskCollector()
+    later = keyed_batches([[("b", 10), ("a", 100)]])
+    build(b._sourceStream(TaskSource(later, assigned=[1]))).foreachRDD(collector)
+    assert run_batches(b, 1) == [times[-1] + 500]
+    b.stop()
+    # b's state: 2 + 4 + 10; its window over the last 5 batches likewise
+    assert collector.batches == [{task(1): [("b", 16), ("b", 16)]}]
+
+
+def test_a_fresh_context_wipes_a_tasks_state_but_not_the_ledgers_keys() -> None:
+    store = MemoryStateStore()
+    batches = keyed_batches([[("a", 1)]])
+    ledger_key = Shard(JOB, TOPIC, 0).ledger_key
+    from service.state.base import StateWrites
+
+    marker = StateWrites()
+    marker.set(ledger_key, b"next_offset", b"7")
+    store.commit(marker)
+    run_tasks(batches, lambda d: d.updateStateByKey(add_state), 1, store=store)
+    out = run_tasks(batches, lambda d: d.updateStateByKey(add_state), 1, store=store)
+    assert out == [{task(0): [("a", 1)], task(1): [], task(2): []}]  # not 2: started afresh
+    assert store.load_map(ledger_key) == {b"next_offset": b"7"}
+
+
+# -- global state under Kafka inputs -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "build"),
+    [
+        ("countByWindow", lambda d: d.countByWindow(1.0, 0.5)),
+        ("reduceByWindow", lambda d: d.reduceByWindow(operator.add, None, 1.0, 0.5)),
+        ("window", lambda d: d.count().window(1.0, 0.5)),
+        ("updateStateByKey", lambda d: d.repartition(2).updateStateByKey(add_state)),
+    ],
+)
+def test_global_state_under_kafka_inputs_raises_at_the_first_batch(name: str, build: Any) -> None:
+    ssc = task_ssc(MemoryStateStore())
+    build(ssc._sourceStream(TaskSource([[[("a", 1)], [], []]]))).foreachRDD(lambda rdd: None)
+    run_batches(ssc, 1)
+    with pytest.raises(ValueError, match=rf"^{name}: .*per Kafka partition.*key the stream"):
+        ssc.awaitTerminationOrTimeout(0)
+    ssc.stop()
+
+
+def test_job_scoped_jobs_still_count_by_window_globally() -> None:
+    out = run_global([[[1, 2], [3]], [[4]]], lambda d: d.countByWindow(1.0, 0.5), 3)
+    assert out == [[3], [4], [1]]

@@ -17,15 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from service.devstack.process import (
+    Daemon,
     DevstackError,
     ensure_port_free,
     free_port,
-    pid_alive,
-    read_pid,
-    spawn,
-    stop_pid,
     tail,
-    wait_until_ready,
 )
 from service.devstack.redis import find_redis_server
 
@@ -44,7 +40,9 @@ class ClusterNode:
     workdir: Path
     port: int
     appendfsync: str
-    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._daemon = Daemon(self.workdir / "redis.pid")
 
     @property
     def address(self) -> str:
@@ -56,12 +54,11 @@ class ClusterNode:
 
     @property
     def pid_file(self) -> Path:
-        return self.workdir / "redis.pid"
+        return self._daemon.pid_file
 
     @property
     def pid(self) -> int | None:
-        pid = read_pid(self.pid_file)
-        return pid if pid is not None and pid_alive(pid) else None
+        return self._daemon.pid
 
     def start(self, timeout_seconds: float) -> None:
         if self.pid is not None:
@@ -83,24 +80,35 @@ class ClusterNode:
             "--appendfsync", self.appendfsync,
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
-        self._process = spawn(argv, log_file=self.workdir / "stdout.log", cwd=self.workdir)
-        self.pid_file.write_text(str(self._process.pid))
-        wait_until_ready(
-            lambda: _command(self.port, "PING") == "True",  # redis-py parses PONG
-            pid=self._process.pid,
-            timeout_seconds=timeout_seconds,
-            what=f"redis cluster node {self.address}",
-            log_file=self.log_file,
-        )
+        try:
+            self._daemon.launch(
+                argv,
+                what=f"redis cluster node {self.address}",
+                ready=lambda: _command(self.port, "PING") == "True",  # redis-py parses PONG
+                timeout_seconds=timeout_seconds,
+                output_file=self.workdir / "stdout.log",
+                log_file=self.log_file,
+                cwd=self.workdir,
+            )
+        except DevstackError as exc:
+            last = tail(self.log_file, 1).split(" # ", 1)[-1].strip()
+            raise DevstackError(f"{exc} ({last})" if last else str(exc)) from None
 
-    def stop(self, *, kill: bool = False) -> None:
-        pid = self.pid
-        if pid is not None:
-            if kill:
-                stop_pid(pid, grace_seconds=0, sig=9, process=self._process)
-            else:
-                stop_pid(pid, grace_seconds=15, process=self._process)
-        self.pid_file.unlink(missing_ok=True)
+    def stop(self) -> None:
+        """SIGTERM makes redis-server fsync its append-only file and exit cleanly."""
+        self._daemon.stop(grace_seconds=15)
+
+    def kill(self) -> None:
+        self._daemon.kill()
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000, so at most 55535) is free as well."""
+    for _ in range(1000):
+        port = free_port()
+        if _bindable(port + 10000):
+            return port
+    raise DevstackError("redis cluster: found no free port pair (P, P+10000) on 127.0.0.1")
 
 
 def _bindable(port: int) -> bool:
@@ -178,9 +186,8 @@ class RedisClusterServer:
             return ports
         ports = []
         while len(ports) < self.masters:
-            port = free_port()
-            # redis-server also listens on port + 10000 for the cluster bus
-            if port not in ports and _bindable(port + 10000):
+            port = free_cluster_port()
+            if port not in ports:
                 ports.append(port)
         self._ports_file().write_text(json.dumps({"ports": ports}))
         return ports
@@ -232,7 +239,7 @@ class RedisClusterServer:
 
     def kill(self) -> None:
         for node in self.nodes:
-            node.stop(kill=True)
+            node.kill()
 
     def restart(self) -> None:
         self.stop()

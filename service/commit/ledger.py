@@ -50,7 +50,8 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from service.state.base import StateWrites
@@ -294,7 +295,7 @@ class BatchLedger:
     def _retrying(self) -> Retrying:
         return Retrying(
             retry=retry_if_exception_type(RETRYABLE),
-            wait=wait_exponential_jitter(initial=0.05, max=2.0),
+            wait=wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.05),
             stop=stop_after_delay(self._retry_seconds),
             reraise=True,
             before_sleep=lambda state: log.warning(

@@ -54,12 +54,13 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # a zombie child still answers kill(0); reap it if it is ours
-    with contextlib.suppress(ChildProcessError):
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            return False
-    return True
+    # A zombie (exited, not yet reaped) still answers kill(0). It is not reaped here: its
+    # Popen does that, and reaping behind its back would leave the Popen believing it runs.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def read_pid(pid_file: Path) -> int | None:

@@ -1,6 +1,10 @@
 """Kafka as an ``InputSource``: bounded per-partition batches, offsets committed after persistence.
 
-Auto-commit is off, so Kafka's committed offset only moves in ``on_batch_persisted``; a crash
+Auto-commit is off, so Kafka's committed offset only moves in ``on_batch_persisted``. With a
+ledger attached (a Kafka job checkpointed to Redis), Redis holds the authoritative positions: on
+assignment the source takes a new owner epoch per partition and seeks to the recorded offset,
+and each batch reports per partition the contiguous offset span ``[from, next)`` it covers, so
+the ledger can refuse gaps and duplicates (service/commit/ledger.py). Without a ledger, a crash
 between reading and persisting means the records are read again (at-least-once). A cap per
 partition per batch (``maxRatePerPartition`` x batch interval) bounds a batch: a partition whose
 buffer reaches the cap is paused so the rest of a backlog stays in Kafka, and resumed once a batch
@@ -14,10 +18,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from service.commit.ledger import Position, Shard
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +57,23 @@ class OffsetSpan:
     until_offset: int
     # records in the span; fewer than the offsets where transaction markers or compaction left gaps
     records: int = 0
+
+
+class PartitionLedger(Protocol):
+    """What the source needs of ``service.commit.ledger.BatchLedger``."""
+
+    def acquire_epoch(self, shard: Shard) -> int: ...
+
+    def read_position(self, shard: Shard) -> Position | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSpan:
+    """One partition's part of a batch as the ledger sees it: owner epoch and offset span."""
+
+    epoch: int
+    from_offset: int
+    next_offset: int
 
 
 def records_per_batch(max_rate_per_partition: float | None, batch_interval_s: float) -> int | None:
@@ -171,6 +194,43 @@ class KafkaSource:
         self._errors_seen: set[int] = set()
         # kind -> errors so far, for metrics
         self._error_counts: dict[str, int] = {"kafka_consume": 0, "kafka_commit": 0}
+        # with a ledger: owner epoch, and the offset the next batch of a partition starts at
+        self._ledger: PartitionLedger | None = None
+        self._job = ""
+        self._epochs: dict[TopicPartitionKey, int] = {}
+        self._positions: dict[TopicPartitionKey, int] = {}
+        self._spans: dict[TopicPartitionKey, LedgerSpan] = {}
+
+    def attach_ledger(self, ledger: PartitionLedger, job: str) -> None:
+        """Make Redis the authority on positions; called by the context before ``start``."""
+        self._ledger = ledger
+        self._job = job
+
+    def ledger_span(self, tp: TopicPartitionKey) -> LedgerSpan | None:
+        """The last batch's span of ``tp``; None when the partition's position is still unknown
+        (never read and nothing recorded: it has no state to commit either)."""
+        return self._spans.get(tp)
+
+    def fence(self, tp: TopicPartitionKey) -> None:
+        """The ledger refused our epoch: another instance owns ``tp`` now. Drop everything of it
+        (records, positions, pending Kafka commits) until the group assigns it to us again."""
+        self._forget([tp], reason="fenced")
+
+    def _claim(self, tps: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        """New owner epochs for ``tps``; returns the recorded offsets to seek to."""
+        assert self._ledger is not None
+        seeks: dict[TopicPartitionKey, int] = {}
+        for topic, partition in tps:
+            shard = Shard(self._job, topic, partition)
+            self._epochs[(topic, partition)] = self._ledger.acquire_epoch(shard)
+            position = self._ledger.read_position(shard)
+            if position is not None:
+                seeks[(topic, partition)] = position.next_offset
+                self._positions[(topic, partition)] = position.next_offset
+            else:
+                self._positions.pop((topic, partition), None)
+        log.info("kafka_partitions_claimed", epochs=dict(self._epochs), seeks=seeks)
+        return seeks
 
     @property
     def cap(self) -> int | None:
@@ -219,6 +279,8 @@ class KafkaSource:
         self._consumer = consumer
         if self._from_offsets:
             starts = self._start_offsets(consumer)
+            if self._ledger is not None:
+                starts.update(self._claim(starts))
             consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
             self._assigned = set(starts)
             log.info("kafka_source_assigned", offsets=starts, cap=self.cap)
@@ -276,6 +338,7 @@ class KafkaSource:
     def take_partitions(self, batch_time_ms: int) -> list[list[Any]]:
         """The batch with one RDD partition per Kafka partition, as Spark's direct stream has."""
         parts = self._buffers.take(batch_time_ms)
+        self._record_spans()
         to_resume = [tp for tp in self._paused if not self._buffers.at_cap(tp)]
         if to_resume and self._consumer is not None:
             self._consumer.resume([TopicPartition(t, p) for t, p in to_resume])
@@ -295,6 +358,20 @@ class KafkaSource:
         spans = self._buffers.last_spans  # one per taken partition, in the same order
         taken = {(s.topic, s.partition): p for s, p in zip(spans, parts, strict=True)}
         return [(tp, taken.get(tp, [])) for tp in sorted(self._assigned | taken.keys())]
+
+    def _record_spans(self) -> None:
+        """Each owned partition's span in the batch just taken, contiguous with the last one."""
+        taken = {(s.topic, s.partition): s for s in self._buffers.last_spans}
+        self._spans = {}
+        for tp in self._assigned | taken.keys():
+            span = taken.get(tp)
+            start = self._positions.get(tp, span.from_offset if span is not None else None)
+            if start is None:
+                continue
+            end = span.until_offset if span is not None else start
+            self._positions[tp] = end
+            epoch = self._epochs.get(tp, 0)
+            self._spans[tp] = LedgerSpan(epoch, start, end)
 
     def on_batch_persisted(self, batch_time_ms: int) -> None:
         for tp, offset in self._buffers.persisted(batch_time_ms).items():
@@ -373,6 +450,15 @@ class KafkaSource:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
+        if self._ledger is not None:
+            seeks = self._claim(sorted(tps))
+            for p in partitions:
+                p.offset = seeks.get((p.topic, p.partition), p.offset)
+            cooperative = "cooperative" in str(self._config.get("partition.assignment.strategy"))
+            if cooperative:
+                consumer.incremental_assign(partitions)
+            else:
+                consumer.assign(partitions)
         self._assigned.update(tps)
         log.info("kafka_partitions_assigned", partitions=sorted(tps))
 
@@ -391,6 +477,9 @@ class KafkaSource:
             self._assigned.discard(tp)
             self._paused.discard(tp)
             self._committable.pop(tp, None)
+            self._epochs.pop(tp, None)
+            self._positions.pop(tp, None)
+            self._spans.pop(tp, None)
         log.info("kafka_partitions_" + reason, partitions=sorted(tps), dropped_records=dropped)
 
 

@@ -14,11 +14,15 @@ from collections.abc import Callable, Iterable
 from numbers import Real
 from typing import Any
 
+from service.commit.batch import SpanSource, commit_tasks
+from service.commit.ledger import BatchLedger, Outcome, check_redis
 from service.runtime.clock import Clock, SystemClock
+from service.runtime.crashpoints import CrashPoints
 from service.runtime.scheduler import BatchScheduler
 from service.sources.base import InputSource
-from service.state.base import StateStore
+from service.state.base import StateStore, StateWrites
 from service.state.memory_store import MemoryStateStore
+from service.state.redis_store import RedisStateStore
 from service.streaming.dstream import (
     BatchTime,
     DStream,
@@ -35,6 +39,9 @@ from service.streaming.rdd import DEFAULT_PARALLELISM, BatchRDD, LocalContext
 log = logging.getLogger(__name__)
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# How long a batch keeps retrying its ledger commit while Redis is unreachable before the job
+# stops (nothing of the batch is committed; a restarted job reads it again).
+_LEDGER_RETRY_SECONDS = 600.0
 
 INITIALIZED = "INITIALIZED"
 ACTIVE = "ACTIVE"
@@ -97,6 +104,8 @@ class StreamingContext:
         self._batch_thread: int | None = None
         self._stop_requested = False
         self._recover = False
+        self._ledger: BatchLedger | None = None
+        self._crash = CrashPoints()
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -244,11 +253,31 @@ class StreamingContext:
             job.store.drop_prefix(job.prefix)
             job.fresh = True  # Kafka tasks' state is dropped as each task first appears
         self._next_batch_ms = self._graph.start(job, self._clock.now_ms())
+        self._attach_ledger(job.store)
         for source in self._sources:
             source.start()
         self._state = ACTIVE
         StreamingContext._activeContext = self
         self._notify("onStreamingStarted", StreamingStartedEvent(self._clock.now_ms()))
+
+    def _attach_ledger(self, store: StateStore) -> None:
+        """A Kafka job on Redis commits through the ledger (service/commit/batch.py)."""
+        if isinstance(store, RedisStateStore):
+            check_redis(store.client)
+        if not self._graph.task_scoped:
+            return
+        if not isinstance(store, RedisStateStore):
+            log.warning(
+                "job %s reads Kafka without a redis:// checkpoint: state and offsets are not "
+                "committed atomically (at-least-once)",
+                self._job_name,
+            )
+            return
+        self._ledger = BatchLedger(store.client, retry_seconds=_LEDGER_RETRY_SECONDS)
+        for source in self._sources:
+            attach = getattr(source, "attach_ledger", None)
+            if attach is not None:
+                attach(self._ledger, self._job_name)
 
     def start(self) -> None:
         self._prepare()
@@ -303,21 +332,46 @@ class StreamingContext:
         self._notify("onBatchSubmitted", BatchEvent(info))
         info._start_ms = self._clock.now_ms()
         self._notify("onBatchStarted", BatchEvent(info))
-        errors = self._graph.run_batch(BatchTime.at(t))
+        errors = self._graph.run_batch(
+            BatchTime.at(t), after_take=lambda: self._crash.reached("batch_taken")
+        )
         info._num_records = self._graph.last_num_records
         for exc in errors:
             log.error("batch %d ms failed", t, exc_info=exc)
             self._record_error(exc)
         if errors:
             info._failure = f"{type(errors[0]).__name__}: {errors[0]}"
+        self._crash.reached("outputs_done")
         commit_started = time.perf_counter()
-        self._graph.job_state().commit()
+        self._persist(t)
         info._state_commit_s = time.perf_counter() - commit_started
+        self._crash.reached("state_persisted")
         for source in self._sources:
             source.on_batch_persisted(t)
+        self._crash.reached("offsets_committed")
         self._next_batch_ms = t + self._batch_ms
         info._end_ms = self._clock.now_ms()
         self._notify("onBatchCompleted", BatchEvent(info))
+
+    def _persist(self, t: int) -> None:
+        """The batch's state (and, for Kafka jobs, its offsets) reach the store, or nothing."""
+        job = self._graph.job_state()
+        if self._ledger is None:
+            job.commit()
+            return
+        writes, job.writes = job.writes, StateWrites()
+        spans = [s for s in self._sources if isinstance(s, SpanSource)]
+        for done in commit_tasks(
+            self._ledger, self._job_name, t, self._graph.batch_tasks, writes, spans
+        ):
+            if done.result is not None and done.result.outcome in (Outcome.FENCED, Outcome.GAP):
+                log.warning(
+                    "batch %d ms of partition %s refused (%s): dropping its state here",
+                    t,
+                    done.task,
+                    done.result.outcome.value,
+                )
+                self._graph.forget_task(done.task)
 
     def _shutdown(self) -> None:
         with self._cond:

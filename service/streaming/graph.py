@@ -8,6 +8,7 @@ with ``forget_task`` when the partition leaves this instance (docs/semantics.md)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from service.streaming.persistence import SCHEMA_VERSION, JobState
@@ -107,8 +108,13 @@ class DStreamGraph:
         job.commit()
         return self._zero_ms + self.batch_ms
 
-    def run_batch(self, bt: BatchTime) -> list[BaseException]:
-        """Compute one batch and run the output ops in order; errors are returned, not raised."""
+    def run_batch(
+        self, bt: BatchTime, after_take: Callable[[], None] | None = None
+    ) -> list[BaseException]:
+        """Compute one batch and run the output ops in order; errors are returned, not raised.
+
+        ``after_take`` runs once the inputs handed out the batch's records (a crash point).
+        """
         errors: list[BaseException] = []
 
         def record(exc: BaseException) -> None:
@@ -124,6 +130,8 @@ class DStreamGraph:
                 record(exc)
             tasks.extend(inp.last_tasks)
         self.batch_tasks = list(dict.fromkeys(tasks))
+        if after_take is not None:
+            after_take()
         job = self.job_state()
         for task in self.batch_tasks:
             job.open_task(task)

@@ -89,8 +89,15 @@ def fetch_jars(home: Path, version: str = KAFKA_VERSION) -> Path:
 
 
 def _kafka_uuid() -> str:
-    """A cluster id in Kafka's format: URL-safe base64 of 16 random bytes, no padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A cluster id in Kafka's format: URL-safe base64 of 16 random bytes, no padding.
+
+    Like Kafka's own ``Uuid.randomUuid``, never one that starts with '-': the command line
+    would read it as an option.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 @dataclass

@@ -24,3 +24,8 @@ def test_port_in_use_is_named() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(DevstackError, match=f"redis-server: port 127.0.0.1:{port} is already"):
             ensure_port_free(port, "redis-server")
+
+
+def test_cluster_ids_never_look_like_options() -> None:
+    ids = [kafka._kafka_uuid() for _ in range(5000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)

@@ -8,7 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from tests.support.services import ServiceHandle
 
@@ -58,20 +58,33 @@ def test_hundred_thousand_records_each_consumed_once_by_a_group_of_two(
 ) -> None:
     topic = create_topic(partitions=6)
     total = 100_000
-    _produce(kafka_bootstrap, topic, total)
 
     group = f"g-{uuid.uuid4().hex[:8]}"
     consumers = [_consumer(kafka_bootstrap, group) for _ in range(2)]
     seen: list[list[int]] = [[], []]
     stop = threading.Event()
-    for consumer in consumers:
-        consumer.subscribe([topic])
+    # assignment() would block behind the other thread's consume(): learn it from the callbacks
+    assigned = [threading.Event() for _ in consumers]
+
+    def on_assign_of(event: threading.Event) -> Callable[[Consumer, list[TopicPartition]], None]:
+        def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            if partitions:
+                event.set()
+
+        return on_assign
+
+    for consumer, event in zip(consumers, assigned, strict=True):
+        consumer.subscribe([topic], on_assign=on_assign_of(event))
     threads = [
         threading.Thread(target=_consume_into, args=(c, s, stop), daemon=True)
         for c, s in zip(consumers, seen, strict=True)
     ]
     for thread in threads:
         thread.start()
+    # produce once the group is stable, so neither member can take it all before the other joins
+    _wait_for(lambda: all(e.is_set() for e in assigned), timeout=60)
+    assert all(e.is_set() for e in assigned), "the group did not settle"
+    _produce(kafka_bootstrap, topic, total)
     _wait_for(lambda: sum(map(len, seen)) >= total, timeout=120)
     time.sleep(1)  # anything extra (a duplicate) would arrive now
     stop.set()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from service.devstack.kafka import KafkaBroker, fetch_jars
 from service.devstack.process import DevstackError, default_home, pid_alive
@@ -41,15 +43,18 @@ def test_stop_and_start_keeps_topics_and_more_partitions_by_default(tmp_path: Pa
         pid = broker.pid
         assert pid is not None
         admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
-        # auto-created topics take the broker's default partition count
-        admin.list_topics("auto-created", timeout=10)
+        # a topic created without a partition count takes the broker's default
+        admin.create_topics([NewTopic("defaults")])["defaults"].result(timeout=30)
         broker.stop()
         assert not pid_alive(pid)
         broker.start()
         admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
-        topics = admin.list_topics(timeout=10).topics
-        assert "auto-created" in topics
-        assert len(topics["auto-created"].partitions) == 4
+        # the restarted broker may answer before it has loaded every topic's metadata
+        deadline = time.monotonic() + 30
+        while "defaults" not in (topics := admin.list_topics(timeout=10).topics):
+            assert time.monotonic() < deadline, f"topic lost across the restart: {topics}"
+            time.sleep(0.2)
+        assert len(topics["defaults"].partitions) == 4
     finally:
         broker.stop()
     assert not broker.is_running()

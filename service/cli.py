@@ -50,6 +50,22 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.seconds, args.lines_per_second)
 
 
+def _dlq(args: argparse.Namespace) -> int:
+    from service.config import ConfigError, load_settings
+    from service.sinks.dead_letter import ReplayError, replay
+
+    try:
+        settings = load_settings()
+        count = replay(
+            settings.kafka_bootstrap_servers, args.topic, to=args.to, max_records=args.max
+        )
+    except (ConfigError, ReplayError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"replayed {count} dead letters from {args.topic}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m service",
@@ -79,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=None, help="stop after this long")
     demo.add_argument("--lines-per-second", type=float, default=4.0)
     demo.set_defaults(handler=_demo)
+
+    dlq = commands.add_parser("dlq", help="dead letters: send them back to their topic")
+    dlq_actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    replay = dlq_actions.add_parser(
+        "replay", help="send dead letters not replayed yet back to their original topic"
+    )
+    replay.add_argument("--topic", required=True, help="the dead-letter topic")
+    replay.add_argument("--to", default=None, help="send here instead of the original topic")
+    replay.add_argument("--max", type=int, default=None, help="replay at most this many")
+    replay.set_defaults(handler=_dlq)
     return parser
 
 

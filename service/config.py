@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # loopback unless a pod's probes and scrapes need it on 0.0.0.0
     metrics_host: str = Field(default="127.0.0.1", min_length=1)
+    # dead letters (docs/dead-letters.md); None: the topic is "<job>-dlq", no size limit
+    dlq_topic: str | None = Field(default=None, min_length=1)
+    dlq_max_attempts: int = Field(default=3, ge=1)
+    max_record_bytes: int | None = Field(default=None, ge=1)
 
     @field_validator("redis_url")
     @classmethod

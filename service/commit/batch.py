@@ -15,15 +15,22 @@ refused as DUPLICATE (I3); after step 3 the Kafka offsets do not matter, because
 from the ledger. A zombie that resumes after its partitions moved is FENCED (I2): its writes are
 dropped, and so is its in-process state for those partitions.
 
-Outputs sent in step 2 are at-least-once: a crash between steps 2 and 3 sends them again.
+Outputs: a ``BatchParticipant`` (a transactional ``KafkaSink``) writes inside a Kafka
+transaction begun at its first write of the batch. Between steps 2 and 3 every participant
+commits (``precommit_all``): the transaction carries the batch's input offsets with the consumer's
+group metadata (KIP-447), so a zombie whose group generation is stale is refused by the broker and
+publishes nothing. If any participant fails, or the batch raised, the rest abort, no ledger step
+runs, and the batch is taken again (``abandon``). The crash point ``outputs_done`` sits after the
+transactions committed and before step 3: a crash there publishes the batch's outputs twice (the
+restarted owner recomputes them), the one window left (docs/exactly-once.md, "Outputs").
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from service.commit.ledger import BatchLedger, CommitResult, Outcome, Shard
 from service.state.base import StateWrites
@@ -96,3 +103,81 @@ def commit_tasks(
                 src.fence(task)
         done.append(TaskCommit(task, result))
     return done
+
+
+@dataclass(frozen=True)
+class GroupOffsets:
+    """A batch's next input offsets on one consumer's partitions, with that consumer's group
+    metadata: what ``send_offsets_to_transaction`` needs to fence a zombie (KIP-447)."""
+
+    offsets: Mapping[Task, int]
+    group_metadata: Any  # confluent_kafka's ConsumerGroupMetadata
+
+
+@runtime_checkable
+class GroupOffsetSource(Protocol):
+    """A source that can say where the batch just taken ends, per consumer group."""
+
+    def group_offsets(self) -> GroupOffsets | None: ...
+
+    def rewind(self) -> None: ...
+
+
+class OutputFencedError(RuntimeError):
+    """The broker refused the batch's transaction: this instance no longer owns its input."""
+
+
+@runtime_checkable
+class BatchParticipant(Protocol):
+    """An output whose writes of a batch become visible only if the batch commits.
+
+    ``bind`` is called once at start: ``transactional`` is True when the job commits through the
+    ledger; otherwise the participant keeps plain (at-least-once) semantics and ``precommit`` and
+    ``abort`` have nothing to do. ``begin`` precedes the batch's computation; ``precommit`` must
+    make the batch's writes visible atomically or raise; ``abort`` discards them.
+    """
+
+    def bind(self, job: str, transactional: bool) -> None: ...
+
+    def begin(self, batch_ms: int) -> None: ...
+
+    def precommit(self, batch_ms: int, groups: Sequence[GroupOffsets]) -> None: ...
+
+    def abort(self, batch_ms: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def participant_of(func: Any) -> BatchParticipant | None:
+    """``func`` itself, or what it wraps via a ``batch_participant`` attribute."""
+    if isinstance(func, BatchParticipant):
+        return func
+    wrapped = getattr(func, "batch_participant", None)
+    return wrapped if isinstance(wrapped, BatchParticipant) else None
+
+
+def precommit_all(
+    participants: Sequence[BatchParticipant], batch_ms: int, groups: Sequence[GroupOffsets]
+) -> BaseException | None:
+    """Commit every participant's batch in order; on the first failure abort the others.
+
+    Returns the failure (the caller then skips the ledger step and takes the batch again).
+    Participants committed before a failing one stay committed: with several transactional
+    outputs in one job, a failure between their commits publishes the earlier ones twice.
+    """
+    for i, participant in enumerate(participants):
+        try:
+            participant.precommit(batch_ms, groups)
+        except Exception as exc:
+            abort_all(participants[i:], batch_ms)
+            return exc
+    return None
+
+
+def abort_all(participants: Iterable[BatchParticipant], batch_ms: int) -> None:
+    """Abort each participant's batch; a failing abort is logged (the broker times it out)."""
+    for participant in participants:
+        try:
+            participant.abort(batch_ms)
+        except Exception:
+            log.exception("batch %d: aborting output %r failed", batch_ms, participant)

@@ -1,29 +1,72 @@
 """A ``foreachRDD`` output that writes each batch to a Kafka topic.
 
-It returns only once every record is acknowledged by the broker (``flush``), and raises if any
-was not: the scheduler declares a batch persisted, and commits its input offsets, only after the
-output operations return, so a returned call means the batch's output is durable in Kafka.
+Two modes, chosen by the context when the job starts (``bind``):
+
+- *Transactional*, for jobs that commit through the ledger (Kafka input, Redis checkpoint): the
+  batch's records go into one Kafka transaction (``transactional.id`` =
+  ``dstreams-<job>-<instance id>``), begun at the batch's first write and committed by
+  ``precommit`` with the batch's input offsets and the consumer's group metadata, before the
+  ledger step. A zombie (stale group generation, KIP-447) is refused there, so consumers with
+  ``isolation.level=read_committed`` never see its records; an aborted batch is invisible too.
+- *Plain*, for every other job (or a sink used on its own): an idempotent producer, and each call
+  returns only once every record is acknowledged (``flush``), raising if one was not, so a
+  returned call means the batch's output is durable in Kafka (at-least-once).
+
+The instance id is ``DSTREAMS_INSTANCE_ID``, else ``<hostname>-<pid>``: stable on Kubernetes
+with a StatefulSet (pod name, pid 1), so a restarted pod's ``init_transactions`` aborts the
+transaction its predecessor left open at once instead of after ``transaction.timeout.ms``, and
+distinct for several processes on one host, which would otherwise fence each other's producer.
+Correctness never depends on it: fencing of zombies comes from the group metadata.
+
+Every record carries headers ``dstreams.job`` and ``dstreams.batch`` (batch time, ms), and, when
+its partition of the batch comes from one Kafka input partition, ``dstreams.input.topic`` and
+``dstreams.input.partition``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from service.commit.batch import GroupOffsets, OutputFencedError
 
 log = structlog.get_logger(__name__)
 
 Payload = bytes | str | None
+Headers = list[tuple[str, str | bytes | None]]
+Task = tuple[str, int]
+
+INSTANCE_ID_ENV = "DSTREAMS_INSTANCE_ID"
+# Group errors by which the broker refuses a zombie's offsets in a transaction (KIP-447).
+_FENCING_CODES = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.FENCED_INSTANCE_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+    }
+)
+_COMMIT_ATTEMPTS = 3
 
 
 class _Batch(Protocol):
-    def collect(self) -> list[Any]: ...
+    @property
+    def partitions(self) -> list[list[Any]]: ...
+
+    @property
+    def tasks(self) -> list[Task | None]: ...
 
 
 class KafkaSinkError(RuntimeError):
-    """Some records of a batch were not acknowledged by Kafka."""
+    """Some records of a batch were not acknowledged by Kafka, or its transaction failed."""
 
 
 def pair_to_key_value(record: Any) -> tuple[Payload, Payload]:
@@ -40,8 +83,34 @@ def _payload(x: Any) -> Payload:
     return str(x)
 
 
+def instance_id(environ: Mapping[str, str] | None = None) -> str:
+    """``DSTREAMS_INSTANCE_ID``, else ``<hostname>-<pid>`` (see the module docstring)."""
+    env = environ if environ is not None else os.environ
+    return env.get(INSTANCE_ID_ENV) or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def transactional_id(job: str, instance: str) -> str:
+    return f"dstreams-{job}-{instance}"
+
+
+def record_headers(job: str | None, batch_ms: int | None, task: Task | None) -> Headers:
+    headers: Headers = []
+    if job is not None:
+        headers.append(("dstreams.job", job.encode()))
+    if batch_ms is not None:
+        headers.append(("dstreams.batch", str(batch_ms).encode()))
+    if task is not None:
+        headers.append(("dstreams.input.topic", task[0].encode()))
+        headers.append(("dstreams.input.partition", str(task[1]).encode()))
+    return headers
+
+
+def is_fencing(error: KafkaError) -> bool:
+    return error.code() in _FENCING_CODES
+
+
 class KafkaSink:
-    """``dstream.foreachRDD(KafkaSink(servers, topic))``: one produce per record, one flush."""
+    """``dstream.foreachRDD(KafkaSink(servers, topic))``; a ``BatchParticipant``."""
 
     def __init__(
         self,
@@ -51,6 +120,8 @@ class KafkaSink:
         serialize: Callable[[Any], tuple[Payload, Payload]] = pair_to_key_value,
         producer_config: Mapping[str, Any] | None = None,
         flush_timeout_s: float = 60.0,
+        instance: str | None = None,
+        producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
     ) -> None:
         config: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers,
@@ -61,40 +132,191 @@ class KafkaSink:
         }
         config.update(producer_config or {})
         self.topic = topic
+        self._config = config
         self._serialize = serialize
         self._flush_timeout_s = flush_timeout_s
-        self._producer = Producer(config)
+        self._instance = instance
+        self._factory = producer_factory
+        self._producer: Producer | None = None
+        self._job: str | None = None
+        self._transactional = False
+        self._batch_ms: int | None = None
+        self._in_transaction = False
+        self._failures: list[KafkaError] = []
 
+    # -- BatchParticipant --------------------------------------------------------------------
+    def bind(self, job: str, transactional: bool) -> None:
+        """Called by the context at start; the producer is built then (or at first use)."""
+        if self._producer is not None:
+            raise RuntimeError("KafkaSink is already bound to a running job")
+        self._job = job
+        self._transactional = transactional
+        self._producer = self._new_producer()
+
+    @property
+    def transactional(self) -> bool:
+        return self._transactional
+
+    @property
+    def transactional_id(self) -> str | None:
+        return self._config_for_producer().get("transactional.id")
+
+    def begin(self, batch_ms: int) -> None:
+        """Remember the batch (for headers); the transaction begins at the first write."""
+        self._batch_ms = batch_ms
+        if not self._in_transaction:
+            self._failures = []
+
+    def precommit(self, batch_ms: int, groups: Sequence[GroupOffsets]) -> None:
+        """Commit the batch's transaction with its input offsets; raise if it cannot commit.
+
+        ``OutputFencedError`` when the broker says this instance is a zombie (its group generation
+        is stale, or another producer took its transactional id); ``KafkaSinkError`` otherwise.
+        The transaction is aborted before raising, so nothing of the batch is visible.
+        """
+        if not self._transactional or not self._in_transaction:
+            return
+        producer = self._require_producer()
+        try:
+            for group in groups:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(group.offsets.items())]
+                if offsets:
+                    producer.send_offsets_to_transaction(
+                        offsets, group.group_metadata, self._flush_timeout_s
+                    )
+            if self._failures:
+                raise KafkaSinkError(
+                    f"{len(self._failures)} records to {self.topic} failed ({self._failures[0]})"
+                )
+            self._commit(producer)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            self._abort_after(error)
+            if error is not None and is_fencing(error):
+                raise OutputFencedError(
+                    f"batch {batch_ms}: transaction to {self.topic} refused, this instance is "
+                    f"fenced ({error})"
+                ) from exc
+            raise KafkaSinkError(
+                f"batch {batch_ms}: transaction to {self.topic} failed: {exc}"
+            ) from exc
+        except KafkaSinkError:
+            self._abort_after(None)
+            raise
+        self._in_transaction = False
+        log.debug("kafka_sink_committed", topic=self.topic, batch=batch_ms)
+
+    def abort(self, batch_ms: int) -> None:
+        if self._transactional and self._in_transaction:
+            self._abort_after(None)
+            log.info("kafka_sink_aborted", topic=self.topic, batch=batch_ms)
+
+    def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        if self._in_transaction:
+            try:
+                producer.abort_transaction(self._flush_timeout_s)
+            except KafkaException as exc:
+                log.warning("kafka_sink_abort_failed", topic=self.topic, error=str(exc))
+            self._in_transaction = False
+        producer.flush(self._flush_timeout_s)
+
+    # -- writing -----------------------------------------------------------------------------
     def __call__(self, rdd: _Batch) -> None:
-        self.write(rdd.collect())
+        for task, part in zip(rdd.tasks, rdd.partitions, strict=True):
+            self._produce_all(part, record_headers(self._job, self._batch_ms, task))
+        if not self._transactional:
+            self._flush_plain()
 
     def write(self, records: Iterable[Any]) -> None:
-        """Produce ``records`` and wait until Kafka acknowledged every one of them."""
-        failures: list[KafkaError] = []
+        """Produce ``records``; in plain mode, wait until Kafka acknowledged every one."""
+        self._produce_all(records, record_headers(self._job, self._batch_ms, None))
+        if not self._transactional:
+            self._flush_plain()
+
+    def _produce_all(self, records: Iterable[Any], headers: Headers) -> None:
+        producer = self._require_producer()
+        failures = self._failures
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
                 failures.append(err)
 
-        count = 0
         for record in records:
+            if self._transactional and not self._in_transaction:
+                producer.begin_transaction()
+                self._in_transaction = True
             key, value = self._serialize(record)
             while True:
                 try:
-                    self._producer.produce(self.topic, value=value, key=key, on_delivery=delivered)
+                    producer.produce(
+                        self.topic, value=value, key=key, headers=headers, on_delivery=delivered
+                    )
                     break
                 except BufferError:
                     # the local queue is full: let deliveries drain it, then retry this record
-                    self._producer.poll(0.1)
-            count += 1
-        remaining = self._producer.flush(self._flush_timeout_s)
+                    producer.poll(0.1)
+
+    def _flush_plain(self) -> None:
+        remaining = self._require_producer().flush(self._flush_timeout_s)
+        failures, self._failures = self._failures, []
         if remaining or failures:
             first = str(failures[0]) if failures else "flush timed out"
             raise KafkaSinkError(
-                f"{len(failures) + remaining} of {count} records to {self.topic} not acknowledged"
-                f" ({first})"
+                f"{len(failures) + remaining} records to {self.topic} not acknowledged ({first})"
             )
-        log.debug("kafka_sink_flushed", topic=self.topic, records=count)
 
-    def close(self) -> None:
-        self._producer.flush(self._flush_timeout_s)
+    # -- producer ----------------------------------------------------------------------------
+    def _config_for_producer(self) -> dict[str, Any]:
+        config = dict(self._config)
+        if self._transactional and self._job is not None:
+            config.setdefault(
+                "transactional.id", transactional_id(self._job, self._instance or instance_id())
+            )
+        return config
+
+    def _new_producer(self) -> Producer:
+        producer = self._factory(self._config_for_producer())
+        if self._transactional:
+            # fences an earlier producer with our id, aborting what it left open
+            producer.init_transactions(self._flush_timeout_s)
+        return producer
+
+    def _require_producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = self._new_producer()
+        return self._producer
+
+    def _commit(self, producer: Producer) -> None:
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                producer.commit_transaction(self._flush_timeout_s)
+                self._failures = []
+                return
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not (isinstance(error, KafkaError) and error.retriable()) or (
+                    attempt == _COMMIT_ATTEMPTS
+                ):
+                    raise
+                log.warning("kafka_sink_commit_retry", topic=self.topic, error=str(error))
+
+    def _abort_after(self, error: KafkaError | None) -> None:
+        """Abort the open transaction; a producer in a fatal state is replaced at next use."""
+        self._in_transaction = False
+        self._failures = []
+        producer = self._producer
+        if producer is None:
+            return
+        if error is not None and error.fatal():
+            log.warning("kafka_sink_producer_fatal", topic=self.topic, error=str(error))
+            self._producer = None
+            return
+        try:
+            producer.abort_transaction(self._flush_timeout_s)
+        except KafkaException as exc:
+            # e.g. fenced by a newer producer with our id: start over with a fresh one
+            log.warning("kafka_sink_abort_failed", topic=self.topic, error=str(exc))
+            self._producer = None

@@ -23,7 +23,10 @@ from typing import Any, Protocol
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from service.commit.attempts import AttemptCounter
+from service.commit.batch import GroupOffsets
 from service.commit.ledger import Position, Shard
+from service.sinks.dead_letter import DeadLetterQueue, RecordTooLarge, record_size
 
 log = structlog.get_logger(__name__)
 
@@ -148,6 +151,17 @@ class PartitionBuffers:
                 committable[tp] = max(offset, committable.get(tp, offset))
         return committable
 
+    def put_back(
+        self, tp: TopicPartitionKey, batch_time_ms: int, records: Sequence[KafkaRecord]
+    ) -> None:
+        """Undo the hand-out of ``tp`` in a batch: ``records`` go first in line again."""
+        self._buffers.setdefault(tp, deque()).extendleft(reversed(records))
+        offsets = self._handed_out.get(batch_time_ms)
+        if offsets is not None:
+            offsets.pop(tp, None)
+            if not offsets:
+                del self._handed_out[batch_time_ms]
+
     def drop(self, tps: Iterable[TopicPartitionKey]) -> int:
         """Forget revoked partitions, buffered and handed out; returns the records dropped."""
         dropped = 0
@@ -164,7 +178,9 @@ class KafkaSource:
     """Reads topics through one consumer-group member (or fixed partitions with ``from_offsets``).
 
     ``convert`` turns each ``KafkaRecord`` into the element the DStream sees, so decoding
-    happens once, when a batch is taken.
+    happens once, when a batch is taken. With ``dead_letters``, a record larger than the limit
+    or whose ``convert`` raises is dead-lettered there and left out of the batch; its offset
+    stays in the batch's span, so the partition moves past it (docs/dead-letters.md).
     """
 
     def __init__(
@@ -176,6 +192,7 @@ class KafkaSource:
         max_rate_per_partition: float | None = None,
         from_offsets: Mapping[TopicPartitionKey, int] | None = None,
         convert: Callable[[KafkaRecord], Any] | None = None,
+        dead_letters: DeadLetterQueue | None = None,
     ) -> None:
         if not topics and not from_offsets:
             raise ValueError("KafkaSource needs at least one topic or a fromOffsets mapping")
@@ -183,6 +200,11 @@ class KafkaSource:
         self._topics = list(topics)
         self._from_offsets = dict(from_offsets or {})
         self._convert = convert
+        self.dead_letters = dead_letters
+        # the raw records behind each partition's elements in the batch taken last, same order
+        self._last_raw: dict[TopicPartitionKey, list[KafkaRecord]] = {}
+        # the batch taken last and its records per partition, for ``rewind``
+        self._taken: tuple[int, dict[TopicPartitionKey, list[KafkaRecord]]] = (0, {})
         self._buffers = PartitionBuffers(
             records_per_batch(max_rate_per_partition, batch_interval_s)
         )
@@ -205,6 +227,34 @@ class KafkaSource:
         """Make Redis the authority on positions; called by the context before ``start``."""
         self._ledger = ledger
         self._job = job
+
+    def attach_attempts(self, attempts: AttemptCounter) -> None:
+        """Count failed attempts in Redis (called by the context with the ledger)."""
+        if self.dead_letters is not None:
+            self.dead_letters.attach_attempts(attempts)
+
+    def raw_records(self, tp: TopicPartitionKey) -> list[KafkaRecord]:
+        """The records behind ``tp``'s elements in the batch taken last, in the same order."""
+        return list(self._last_raw.get(tp, []))
+
+    def rewind_partition(
+        self, tp: TopicPartitionKey, batch_time_ms: int, keep: Sequence[KafkaRecord]
+    ) -> None:
+        """The batch's part of ``tp`` is not committed: hand ``keep`` out again next batch.
+
+        ``tp``'s span is withdrawn (nothing of it reaches the ledger) and its position goes
+        back to the span's start, so the next batch's span covers these offsets again.
+        """
+        span = self._spans.pop(tp, None)
+        if span is not None:
+            self._positions[tp] = span.from_offset
+        self._buffers.put_back(tp, batch_time_ms, keep)
+        self._last_raw.pop(tp, None)
+
+    def flush_dead_letters(self) -> None:
+        """Make the batch's dead letters durable; called before the batch's ledger step."""
+        if self.dead_letters is not None:
+            self.dead_letters.flush()
 
     def ledger_span(self, tp: TopicPartitionKey) -> LedgerSpan | None:
         """The last batch's span of ``tp``; None when the partition's position is still unknown
@@ -338,15 +388,46 @@ class KafkaSource:
     def take_partitions(self, batch_time_ms: int) -> list[list[Any]]:
         """The batch with one RDD partition per Kafka partition, as Spark's direct stream has."""
         parts = self._buffers.take(batch_time_ms)
+        # kept until the next take, for ``rewind``
+        self._taken = (batch_time_ms, {(p[0].topic, p[0].partition): p for p in parts if p})
         self._record_spans()
         to_resume = [tp for tp in self._paused if not self._buffers.at_cap(tp)]
         if to_resume and self._consumer is not None:
             self._consumer.resume([TopicPartition(t, p) for t, p in to_resume])
             self._paused.difference_update(to_resume)
-        convert = self._convert
-        if convert is None:
-            return [list(part) for part in parts]
-        return [[convert(r) for r in part] for part in parts]
+        if self.dead_letters is None:
+            convert = self._convert
+            if convert is None:
+                return [list(part) for part in parts]
+            return [[convert(r) for r in part] for part in parts]
+        self._last_raw = {}
+        out: list[list[Any]] = []
+        for part in parts:
+            kept, elements = self._convert_or_reject(part)
+            if part:
+                self._last_raw[(part[0].topic, part[0].partition)] = kept
+            out.append(elements)
+        return out
+
+    def _convert_or_reject(self, part: list[KafkaRecord]) -> tuple[list[KafkaRecord], list[Any]]:
+        """Oversize (checked before decoding) and undecodable records go to the dead letters."""
+        dlq = self.dead_letters
+        assert dlq is not None
+        limit = dlq.policy.max_record_bytes
+        kept: list[KafkaRecord] = []
+        elements: list[Any] = []
+        for record in part:
+            try:
+                if limit is not None and (size := record_size(record)) > limit:
+                    raise RecordTooLarge(f"record of {size} bytes exceeds the limit of {limit}")
+                element = record if self._convert is None else self._convert(record)
+            except Exception as exc:
+                # deterministic: another attempt would fail the same way
+                dlq.send(record, exc, dlq.count_attempt(record, final=True))
+                continue
+            kept.append(record)
+            elements.append(element)
+        return kept, elements
 
     def take_tasks(self, batch_time_ms: int) -> list[tuple[TopicPartitionKey, list[Any]]]:
         """The batch as ``((topic, partition), records)`` for every owned partition, empty or not.
@@ -373,6 +454,29 @@ class KafkaSource:
             epoch = self._epochs.get(tp, 0)
             self._spans[tp] = LedgerSpan(epoch, start, end)
 
+    def group_offsets(self) -> GroupOffsets | None:
+        """Where the batch just taken ends, with the consumer's group generation: the offsets a
+        transactional output commits with its records, so a zombie's commit is refused."""
+        if self._consumer is None or not self._spans:
+            return None
+        offsets = {tp: span.next_offset for tp, span in self._spans.items()}
+        return GroupOffsets(offsets, self._consumer.consumer_group_metadata())
+
+    def rewind(self) -> None:
+        """The batch just taken was not committed: hand its records out again, in order.
+
+        Its records go back to the head of their partitions' buffers and the positions back to
+        the spans' starts, so the next batch's spans start where the ledger expects them.
+        """
+        spans, self._spans = self._spans, {}
+        batch_ms, taken = self._taken
+        for tp, span in spans.items():
+            self._positions[tp] = span.from_offset
+            # first in line again, before what was fetched after them
+            self._buffers.put_back(tp, batch_ms, taken.get(tp, []))
+        self._taken = (batch_ms, {})
+        log.info("kafka_batch_rewound", offsets={tp: s.from_offset for tp, s in spans.items()})
+
     def on_batch_persisted(self, batch_time_ms: int) -> None:
         for tp, offset in self._buffers.persisted(batch_time_ms).items():
             if tp in self._assigned:
@@ -387,6 +491,8 @@ class KafkaSource:
         self._commit(list(self._committable))
         consumer, self._consumer = self._consumer, None
         consumer.close()
+        if self.dead_letters is not None:
+            self.dead_letters.close()
         self._assigned.clear()
         self._paused.clear()
         log.info("kafka_source_stopped", unpersisted_buffered=buffered)

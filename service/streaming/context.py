@@ -14,7 +14,16 @@ from collections.abc import Callable, Iterable
 from numbers import Real
 from typing import Any
 
-from service.commit.batch import SpanSource, commit_tasks
+from service.commit.attempts import RedisAttempts
+from service.commit.batch import (
+    BatchParticipant,
+    GroupOffsetSource,
+    OutputFencedError,
+    SpanSource,
+    abort_all,
+    commit_tasks,
+    precommit_all,
+)
 from service.commit.ledger import BatchLedger, Outcome, check_redis
 from service.runtime.clock import Clock, SystemClock
 from service.runtime.crashpoints import CrashPoints
@@ -32,6 +41,7 @@ from service.streaming.dstream import (
     duration_ms,
 )
 from service.streaming.graph import DStreamGraph
+from service.streaming.isolation import RetryBatch
 from service.streaming.listener import BatchEvent, BatchInfo, StreamingStartedEvent
 from service.streaming.persistence import JobState
 from service.streaming.rdd import DEFAULT_PARALLELISM, BatchRDD, LocalContext
@@ -106,6 +116,8 @@ class StreamingContext:
         self._recover = False
         self._ledger: BatchLedger | None = None
         self._crash = CrashPoints()
+        # outputs whose batch commits with the ledger step (transactional Kafka sinks)
+        self._participants: list[BatchParticipant] = []
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -178,6 +190,12 @@ class StreamingContext:
     def _check_not_started(self) -> None:
         if self._state != INITIALIZED:
             raise ValueError("cannot add streams or outputs after the context has started")
+
+    def _addBatchParticipant(self, participant: BatchParticipant) -> None:
+        """An output registered by ``foreachRDD`` whose writes commit with the batch."""
+        self._check_not_started()
+        if not any(p is participant for p in self._participants):
+            self._participants.append(participant)
 
     def _sourceStream(self, source: InputSource) -> DStream:
         """Register an input source; the scheduler drives it (see service/sources/base.py)."""
@@ -254,6 +272,8 @@ class StreamingContext:
             job.fresh = True  # Kafka tasks' state is dropped as each task first appears
         self._next_batch_ms = self._graph.start(job, self._clock.now_ms())
         self._attach_ledger(job.store)
+        for participant in self._participants:
+            participant.bind(self._job_name, transactional=self._ledger is not None)
         for source in self._sources:
             source.start()
         self._state = ACTIVE
@@ -278,6 +298,21 @@ class StreamingContext:
             attach = getattr(source, "attach_ledger", None)
             if attach is not None:
                 attach(self._ledger, self._job_name)
+            attach_attempts = getattr(source, "attach_attempts", None)
+            if attach_attempts is not None:
+                attach_attempts(RedisAttempts(store.client))
+
+    def _flush_dead_letters(self) -> list[BaseException]:
+        """Dead letters are durable before the batch's ledger step (docs/dead-letters.md)."""
+        errors: list[BaseException] = []
+        for source in self._sources:
+            flush = getattr(source, "flush_dead_letters", None)
+            if flush is not None:
+                try:
+                    flush()
+                except Exception as exc:
+                    errors.append(exc)
+        return errors
 
     def start(self) -> None:
         self._prepare()
@@ -332,15 +367,25 @@ class StreamingContext:
         self._notify("onBatchSubmitted", BatchEvent(info))
         info._start_ms = self._clock.now_ms()
         self._notify("onBatchStarted", BatchEvent(info))
+        for participant in self._participants:
+            participant.begin(t)
         errors = self._graph.run_batch(
             BatchTime.at(t), after_take=lambda: self._crash.reached("batch_taken")
         )
         info._num_records = self._graph.last_num_records
+        errors.extend(self._flush_dead_letters())
         for exc in errors:
+            if isinstance(exc, RetryBatch):
+                log.warning("batch %d ms not committed, read again: %s", t, exc)
+                continue
             log.error("batch %d ms failed", t, exc_info=exc)
             self._record_error(exc)
         if errors:
             info._failure = f"{type(errors[0]).__name__}: {errors[0]}"
+        if not self._commit_outputs(t, errors):
+            info._end_ms = self._clock.now_ms()
+            self._notify("onBatchCompleted", BatchEvent(info))
+            return
         self._crash.reached("outputs_done")
         commit_started = time.perf_counter()
         self._persist(t)
@@ -352,6 +397,58 @@ class StreamingContext:
         self._next_batch_ms = t + self._batch_ms
         info._end_ms = self._clock.now_ms()
         self._notify("onBatchCompleted", BatchEvent(info))
+
+    def _commit_outputs(self, t: int, errors: list[BaseException]) -> bool:
+        """Commit the participants' transactions; False when the batch is abandoned instead.
+
+        A ledger job never commits a batch that raised or whose outputs could not commit: it
+        aborts them, skips the ledger step and takes the same records again (``_abandon``).
+        """
+        if self._ledger is None:
+            # plain outputs: already flushed; the batch is persisted as before, errors or not
+            failure = precommit_all(self._participants, t, [])
+            if failure is not None:
+                log.error("batch %d ms: output failed", t, exc_info=failure)
+                self._record_error(failure)
+            return True
+        if errors:
+            abort_all(self._participants, t)
+            self._abandon(t)
+            return False
+        groups = [
+            g
+            for s in self._sources
+            if isinstance(s, GroupOffsetSource) and (g := s.group_offsets()) is not None
+        ]
+        failure = precommit_all(self._participants, t, groups)
+        if failure is None:
+            return True
+        if isinstance(failure, OutputFencedError):
+            log.warning("batch %d ms not committed, fenced: %s", t, failure)
+        else:
+            log.error("batch %d ms not committed: outputs failed", t, exc_info=failure)
+        self._abandon(t)
+        return False
+
+    def _outputFailed(self, t: int) -> None:
+        """An output op raised: discard what participants wrote in this batch so far. Outputs may
+        run again in the same batch (dead-letter isolation) and write the batch anew."""
+        abort_all(self._participants, t)
+
+    def _abandon(self, t: int) -> None:
+        """Drop everything the batch changed here and hand its records out again."""
+        job = self._graph.job_state()
+        job.writes = StateWrites()
+        for task in self._graph.batch_tasks:
+            self._graph.forget_task(task)
+        for source in self._sources:
+            if isinstance(source, GroupOffsetSource):
+                try:
+                    source.rewind()
+                except Exception as exc:
+                    # records of the batch may be skipped: stop rather than commit past them
+                    self._fatal(exc)
+        log.info("batch %d ms abandoned: tasks %s will be read again", t, self._graph.batch_tasks)
 
     def _persist(self, t: int) -> None:
         """The batch's state (and, for Kafka jobs, its offsets) reach the store, or nothing."""
@@ -387,6 +484,11 @@ class StreamingContext:
                     source.stop()
                 except Exception:
                     log.exception("source %s failed to stop", source)
+        for participant in self._participants:
+            try:
+                participant.close()
+            except Exception:
+                log.exception("output %s failed to close", participant)
         if self._store is not None and self._owns_store:
             self._store.close()
         with self._cond:

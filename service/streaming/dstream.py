@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from service.commit.batch import participant_of
 from service.streaming.persistence import JobState, dumps, loads
 from service.streaming.rdd import BatchRDD, LocalContext, ResultIterable, Task, portable_hash
 
@@ -242,6 +243,10 @@ class DStream:
 
     def foreachRDD(self, func: Callable[..., Any]) -> None:
         self._ssc._graph.add_output(_OutputOp(self, with_time(func, 1, "func")))
+        # an output whose writes commit with the batch (a transactional KafkaSink)
+        participant = participant_of(func)
+        if participant is not None:
+            self._ssc._addBatchParticipant(participant)
 
     def pprint(self, num: int = 10) -> None:
         def take_and_print(time: datetime, rdd: BatchRDD) -> None:
@@ -1082,6 +1087,11 @@ class _OutputOp:
         self.func = func
 
     def run(self, bt: BatchTime) -> None:
-        rdd = self.parent._get_or_compute(bt)
-        if rdd is not None:
-            self.func(bt.dt, rdd)
+        try:
+            rdd = self.parent._get_or_compute(bt)
+            if rdd is not None:
+                self.func(bt.dt, rdd)
+        except Exception:
+            # a failed run's transactional writes must not reach a later, successful run's commit
+            self.parent._ssc._outputFailed(bt.ms)
+            raise

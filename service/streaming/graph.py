@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from service.streaming import isolation
 from service.streaming.persistence import SCHEMA_VERSION, JobState
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ class DStreamGraph:
         self.task_scoped = False
         # the tasks of the batch run last, in input order (the lead's commit groups by them)
         self.batch_tasks: list[Task] = []
+        # set at start() for Kafka jobs with dead letters
+        self._isolation: isolation.BatchIsolation | None = None
 
     def _check_open(self) -> None:
         if self._zero_ms is not None:
@@ -76,6 +79,8 @@ class DStreamGraph:
         """Fix the time grid (restored from the store when the job ran before); first batch time."""
         self._job = job
         self.task_scoped = any(inp.offers_tasks for inp in self.inputs)
+        if isolation.applies(self):
+            self._isolation = isolation.BatchIsolation(self)
         meta = job.load_meta()
         if "zero_ms" in meta:
             if meta.get("batch_ms") != self.batch_ms:
@@ -135,6 +140,23 @@ class DStreamGraph:
         job = self.job_state()
         for task in self.batch_tasks:
             job.open_task(task)
+        if self._isolation is not None:
+            # Kafka jobs: a failing record is retried, then dead-lettered (isolation.py)
+            for error in self._isolation.run(bt):
+                record(error)
+        else:
+            self._compute_and_output(bt, record)
+        for stream in self.streams:
+            stream._end_batch(bt.ms)
+        if self.task_scoped:
+            # per task, with the task's other keys: no batch writes a job-scoped key
+            for task in self.batch_tasks:
+                job.set_meta("last_batch_ms", bt.ms, task)
+        else:
+            job.set_meta("last_batch_ms", bt.ms)
+        return errors
+
+    def _compute_and_output(self, bt: BatchTime, record: Callable[[BaseException], None]) -> None:
         # Stateful streams and window parents advance every batch, needed by an output or not.
         for stream in self.streams:
             if stream._forced and stream._is_valid(bt.ms):
@@ -147,15 +169,6 @@ class DStreamGraph:
                 op.run(bt)
             except Exception as exc:
                 record(exc)
-        for stream in self.streams:
-            stream._end_batch(bt.ms)
-        if self.task_scoped:
-            # per task, with the task's other keys: no batch writes a job-scoped key
-            for task in self.batch_tasks:
-                job.set_meta("last_batch_ms", bt.ms, task)
-        else:
-            job.set_meta("last_batch_ms", bt.ms)
-        return errors
 
     def forget_task(self, task: Task) -> None:
         """Drop every in-process cache of ``task`` (revoked, or its commit was fenced).

@@ -14,6 +14,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from service.config import Settings
+from service.sinks.dead_letter import (
+    DLQ_TOPIC_PARAM,
+    DeadLetterPolicy,
+    DeadLetterQueue,
+    default_topic,
+)
 from service.sources.kafka import KafkaRecord, KafkaSource, TopicPartitionKey
 
 if TYPE_CHECKING:
@@ -223,7 +229,11 @@ class KafkaUtils:
             raise TypeError("topics should be list")
         if not isinstance(kafkaParams, dict):
             raise TypeError("kafkaParams should be dict")
-        config, max_rate = kafka_consumer_params(kafkaParams, _service_settings(), ssc.jobName)
+        params = dict(kafkaParams)
+        dlq_topic = params.pop(DLQ_TOPIC_PARAM, None)
+        settings = _service_settings()
+        config, max_rate = kafka_consumer_params(params, settings, ssc.jobName)
+        dead_letters = _dead_letters(config, settings, ssc.jobName, dlq_topic)
 
         convert: Callable[[KafkaRecord], Any]
         if messageHandler is None:
@@ -247,5 +257,23 @@ class KafkaUtils:
             max_rate_per_partition=max_rate,
             from_offsets=_from_offsets_keys(fromOffsets),
             convert=convert,
+            dead_letters=dead_letters,
         )
         return ssc._sourceStream(source)
+
+
+# Consumer settings the dead-letter producer shares: where the brokers are and how to reach them.
+_SHARED_PREFIXES = ("bootstrap.servers", "security.", "sasl.", "ssl.", "client.id")
+
+
+def _dead_letters(
+    config: Mapping[str, Any], settings: Settings, job: str, topic: Any
+) -> DeadLetterQueue:
+    """The stream's dead letters (docs/dead-letters.md): ``dstreams.dlq.topic`` wins."""
+    policy = DeadLetterPolicy(
+        topic=str(topic or settings.dlq_topic or default_topic(job)),
+        max_attempts=settings.dlq_max_attempts,
+        max_record_bytes=settings.max_record_bytes,
+    )
+    shared = {k: v for k, v in config.items() if k.startswith(_SHARED_PREFIXES)}
+    return DeadLetterQueue(policy, job, shared)

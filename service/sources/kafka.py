@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from service.commit.attempts import AttemptCounter
 from service.commit.batch import GroupOffsets
@@ -222,6 +230,12 @@ class KafkaSource:
         self._epochs: dict[TopicPartitionKey, int] = {}
         self._positions: dict[TopicPartitionKey, int] = {}
         self._spans: dict[TopicPartitionKey, LedgerSpan] = {}
+        self._partition_listener: Callable[[TopicPartitionKey], None] | None = None
+
+    def on_partitions_changed(self, listener: Callable[[TopicPartitionKey], None]) -> None:
+        """``listener(tp)`` runs (on the batch thread, between batches) whenever a partition is
+        claimed, revoked, lost or fenced: whatever was cached for it may be stale now."""
+        self._partition_listener = listener
 
     def attach_ledger(self, ledger: PartitionLedger, job: str) -> None:
         """Make Redis the authority on positions; called by the context before ``start``."""
@@ -266,6 +280,10 @@ class KafkaSource:
         (records, positions, pending Kafka commits) until the group assigns it to us again."""
         self._forget([tp], reason="fenced")
 
+    def _reset_offset(self) -> int:
+        reset = str(self._config.get("auto.offset.reset", "earliest")).lower()
+        return OFFSET_BEGINNING if reset in ("earliest", "smallest", "beginning") else OFFSET_END
+
     def _claim(self, tps: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         """New owner epochs for ``tps``; returns the recorded offsets to seek to."""
         assert self._ledger is not None
@@ -278,6 +296,10 @@ class KafkaSource:
                 seeks[(topic, partition)] = position.next_offset
                 self._positions[(topic, partition)] = position.next_offset
             else:
+                # Never recorded: this job has not processed the partition. Kafka's committed
+                # offset may be ahead of what was persisted (a transaction's offsets commit just
+                # before the ledger step), so it is not trusted; auto.offset.reset decides.
+                seeks[(topic, partition)] = self._reset_offset()
                 self._positions.pop((topic, partition), None)
         log.info("kafka_partitions_claimed", epochs=dict(self._epochs), seeks=seeks)
         return seeks
@@ -330,7 +352,9 @@ class KafkaSource:
         if self._from_offsets:
             starts = self._start_offsets(consumer)
             if self._ledger is not None:
-                starts.update(self._claim(starts))
+                # recorded positions win; unrecorded partitions keep their fromOffsets
+                recorded = {tp: o for tp, o in self._claim(starts).items() if o >= 0}
+                starts.update(recorded)
             consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
             self._assigned = set(starts)
             log.info("kafka_source_assigned", offsets=starts, cap=self.cap)
@@ -566,7 +590,13 @@ class KafkaSource:
             else:
                 consumer.assign(partitions)
         self._assigned.update(tps)
+        self._notify_changed(tps)
         log.info("kafka_partitions_assigned", partitions=sorted(tps))
+
+    def _notify_changed(self, tps: Iterable[TopicPartitionKey]) -> None:
+        if self._partition_listener is not None:
+            for tp in tps:
+                self._partition_listener(tp)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
@@ -586,6 +616,7 @@ class KafkaSource:
             self._epochs.pop(tp, None)
             self._positions.pop(tp, None)
             self._spans.pop(tp, None)
+        self._notify_changed(tps)
         log.info("kafka_partitions_" + reason, partitions=sorted(tps), dropped_records=dropped)
 
 

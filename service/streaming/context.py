@@ -298,6 +298,10 @@ class StreamingContext:
             attach = getattr(source, "attach_ledger", None)
             if attach is not None:
                 attach(self._ledger, self._job_name)
+            # a partition that moves (to us, or away) must be re-read from Redis next time
+            listen = getattr(source, "on_partitions_changed", None)
+            if listen is not None:
+                listen(self._graph.forget_task)
             attach_attempts = getattr(source, "attach_attempts", None)
             if attach_attempts is not None:
                 attach_attempts(RedisAttempts(store.client))

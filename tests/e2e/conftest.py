@@ -1,0 +1,65 @@
+"""Fixtures of the exactly-once scenarios: a fleet of service instances that is always cleaned up.
+
+Kafka and Redis (``kafka_bootstrap``, ``redis_url``, ``kafka_broker``, ``redis_server``,
+``create_topic``) are the session fixtures of tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.support.fleet import Fleet
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item, so the fleet fixture knows whether the test failed."""
+    report = yield
+    setattr(item, f"e2e_report_{report.when}", report)
+    return report
+
+
+MakeFleet = Callable[..., Fleet]
+
+
+@pytest.fixture
+def make_fleet(
+    request: pytest.FixtureRequest, tmp_path: Path, kafka_bootstrap: str, redis_url: str
+) -> Iterator[MakeFleet]:
+    """``make_fleet(input_topic, output_topic, **options)``; every process dies at teardown.
+
+    On failure the tail of each instance's log is printed (and the logs stay in ``tmp_path``).
+    """
+    fleets: list[Fleet] = []
+
+    def make(input_topic: str, output_topic: str, **options: Any) -> Fleet:
+        fleet = Fleet(
+            tmp_path / f"fleet-{len(fleets)}",
+            job_args=[input_topic, output_topic],
+            kafka_bootstrap=kafka_bootstrap,
+            redis_url=redis_url,
+            job_name=options.pop("job_name", f"e2e-{uuid.uuid4().hex[:8]}"),
+            **options,
+        )
+        fleets.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        fleet.close()
+    report = getattr(request.node, "e2e_report_call", None)
+    if report is not None and report.failed:
+        for fleet in fleets:
+            print(f"\n=== logs of job {fleet.job_name} ({fleet.log_dir}) ===")
+            print(fleet.log_tails())
+
+
+@pytest.fixture
+def topics(create_topic: Callable[..., str]) -> tuple[str, str]:
+    """A 6-partition input topic and a 6-partition output topic, fresh per test."""
+    return create_topic(partitions=6), create_topic(partitions=6)

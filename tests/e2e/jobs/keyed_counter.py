@@ -1,0 +1,74 @@
+r"""
+The job under test of the exactly-once harness (tests/e2e): per key, the count, the sum and the
+largest of the sequence numbers read, kept with updateStateByKey, and each batch's changed keys
+written with their new state to an output topic.
+Usage: keyed_counter.py <input topic> <output topic>
+
+Input records are keyed ``k<N>`` with the per-key sequence number as text for value; the
+checker (tests/e2e/support/checker.py) knows that key ``k`` with ``n`` records must end at
+``(n, n(n+1)/2, n)``, so any record lost or counted twice shows in the state. Output values are
+JSON ``{"count": .., "sum": .., "max": ..}``.
+
+Brokers, Redis, job name, consumer group and batch interval come from the runner's settings.
+``DSTREAMS_MAX_POLL_INTERVAL_MS`` (test-only, optional) lowers ``max.poll.interval.ms`` and
+``session.timeout.ms`` so that a stopped instance is evicted from the group within a test.
+"""
+
+import json
+import os
+import sys
+from collections.abc import Iterable
+
+from service.runtime.job_runner import settings
+from service.sinks.kafka import KafkaSink
+from service.streaming import StreamingContext
+from service.streaming.kafka import KafkaUtils
+
+State = tuple[int, int, int]
+
+
+def update(seqs: Iterable[int], last: State | None) -> State:
+    count, total, top = last or (0, 0, 0)
+    for seq in seqs:
+        count += 1
+        total += seq
+        top = max(top, seq)
+    return (count, total, top)
+
+
+def to_json(state: State) -> str:
+    count, total, top = state
+    return json.dumps({"count": count, "sum": total, "max": top}, separators=(",", ":"))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        print("Usage: keyed_counter.py <input topic> <output topic>", file=sys.stderr)
+        sys.exit(2)
+    input_topic, output_topic = sys.argv[1], sys.argv[2]
+    conf = settings()
+    kafka_params: dict[str, object] = {"metadata.broker.list": conf.kafka_bootstrap_servers}
+    max_poll = os.environ.get("DSTREAMS_MAX_POLL_INTERVAL_MS")
+    if max_poll:
+        kafka_params["max.poll.interval.ms"] = int(max_poll)
+        # the broker's group.min.session.timeout.ms is 6 s by default
+        kafka_params["session.timeout.ms"] = max(6000, min(int(max_poll), 45000))
+        kafka_params["heartbeat.interval.ms"] = 1000
+
+    def create() -> StreamingContext:
+        job_name = conf.job_name or "keyed_counter"
+        ssc = StreamingContext(conf.batch_interval_seconds, jobName=job_name)
+        ssc.checkpoint(conf.redis_url)
+        records = KafkaUtils.createDirectStream(ssc, [input_topic], kafka_params)
+        seqs = records.map(lambda kv: (kv[0], int(kv[1])))
+        states = seqs.updateStateByKey(update)
+        # only the keys of this batch, with their new state
+        changed = states.join(seqs.reduceByKey(lambda a, b: a)).map(
+            lambda kv: (kv[0], to_json(kv[1][0]))
+        )
+        changed.foreachRDD(KafkaSink(conf.kafka_bootstrap_servers, output_topic))
+        return ssc
+
+    ssc = StreamingContext.getOrCreate(conf.redis_url, create)
+    ssc.start()
+    ssc.awaitTermination()

@@ -1,0 +1,1 @@
+"""Exactly-once harness: the service as real processes, and the checker that judges them."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from service.devstack.process import (
     Daemon,
+    DaemonBacked,
     DevstackError,
     ensure_port_free,
     free_port,
@@ -101,7 +102,7 @@ def _kafka_uuid() -> str:
 
 
 @dataclass
-class KafkaBroker:
+class KafkaBroker(DaemonBacked):
     """One local broker. Ports are chosen on first start and kept, so clients survive restarts."""
 
     workdir: Path
@@ -130,17 +131,6 @@ class KafkaBroker:
     @property
     def stdout_file(self) -> Path:
         return self.workdir / "logs" / "stdout.log"
-
-    @property
-    def pid_file(self) -> Path:
-        return self._daemon.pid_file
-
-    @property
-    def pid(self) -> int | None:
-        return self._daemon.pid
-
-    def is_running(self) -> bool:
-        return self.pid is not None
 
     def _properties(self) -> str:
         assert self.port is not None and self.controller_port is not None

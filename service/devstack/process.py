@@ -203,3 +203,20 @@ class Daemon:
 
     def kill(self) -> None:
         self.stop(grace_seconds=0, sig=signal.SIGKILL)
+
+
+class DaemonBacked:
+    """The pid bookkeeping every local service exposes, delegated to its ``_daemon``."""
+
+    _daemon: Daemon
+
+    @property
+    def pid_file(self) -> Path:
+        return self._daemon.pid_file
+
+    @property
+    def pid(self) -> int | None:
+        return self._daemon.pid
+
+    def is_running(self) -> bool:
+        return self.pid is not None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from service.devstack.process import (
     Daemon,
+    DaemonBacked,
     DevstackError,
     ensure_port_free,
     free_port,
@@ -43,7 +44,7 @@ def find_redis_server(install: bool = True) -> str:
 
 
 @dataclass
-class RedisServer:
+class RedisServer(DaemonBacked):
     """One local redis-server; the port is chosen on first start and kept across restarts."""
 
     workdir: Path
@@ -64,17 +65,6 @@ class RedisServer:
     @property
     def log_file(self) -> Path:
         return self.workdir / "redis.log"
-
-    @property
-    def pid_file(self) -> Path:
-        return self._daemon.pid_file
-
-    @property
-    def pid(self) -> int | None:
-        return self._daemon.pid
-
-    def is_running(self) -> bool:
-        return self.pid is not None
 
     def start(self) -> None:
         if self.is_running():

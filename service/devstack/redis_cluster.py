@@ -18,6 +18,7 @@ from typing import Any
 
 from service.devstack.process import (
     Daemon,
+    DaemonBacked,
     DevstackError,
     ensure_port_free,
     free_port,
@@ -34,7 +35,7 @@ def find_redis_cli() -> str:
 
 
 @dataclass
-class ClusterNode:
+class ClusterNode(DaemonBacked):
     """One master: its own directory, port, pid file and log."""
 
     workdir: Path
@@ -51,14 +52,6 @@ class ClusterNode:
     @property
     def log_file(self) -> Path:
         return self.workdir / "redis.log"
-
-    @property
-    def pid_file(self) -> Path:
-        return self._daemon.pid_file
-
-    @property
-    def pid(self) -> int | None:
-        return self._daemon.pid
 
     def start(self, timeout_seconds: float) -> None:
         if self.pid is not None:

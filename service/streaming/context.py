@@ -465,13 +465,19 @@ class StreamingContext:
         for done in commit_tasks(
             self._ledger, self._job_name, t, self._graph.batch_tasks, writes, spans
         ):
-            if done.result is not None and done.result.outcome in (Outcome.FENCED, Outcome.GAP):
+            outcome = done.result.outcome if done.result is not None else None
+            if outcome is Outcome.FENCED or outcome is Outcome.GAP:
                 log.warning(
                     "batch %d ms of partition %s refused (%s): dropping its state here",
                     t,
                     done.task,
-                    done.result.outcome.value,
+                    outcome.value,
                 )
+            if outcome is not Outcome.APPLIED:
+                # The task's writes did not reach Redis (no position yet, or refused), but its
+                # caches took them: state fields and meta are written only when they differ from
+                # the cache, so a kept cache would never write them (e.g. ``present``) and the
+                # next owner would restore a state without them. Re-read the store instead.
                 self._graph.forget_task(done.task)
 
     def _shutdown(self) -> None:

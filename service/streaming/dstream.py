@@ -846,8 +846,10 @@ class _KeyedState:
         if self._meta_field("next_seq") not in meta:
             return False
         self.next_seq = meta[self._meta_field("next_seq")]
-        self.present = bool(meta.get(self._meta_field("present"), 0))
         self.fields = self.stream._job.store.load_map(self._name)
+        # Stored keys mean a saved batch (``save(None)`` leaves none); state written before
+        # ``present`` reliably reached the store must not be taken for absent.
+        self.present = bool(meta.get(self._meta_field("present"), 0)) or bool(self.fields)
         self.seqs = {k: loads(v)[1] for k, v in self.fields.items()}
         return True
 

@@ -22,6 +22,7 @@ from service.sources.kafka import LedgerSpan
 from service.state.redis_store import RedisStateStore
 from service.streaming import StreamingContext
 from service.streaming.testing import run_batches
+from tests.support.sources import InMemoryTaskSource
 
 TOPIC = "events"
 
@@ -30,7 +31,7 @@ def count(values: Iterable[int], last: int | None) -> int:
     return (last or 0) + sum(values)
 
 
-class SpanTaskSource:
+class SpanTaskSource(InMemoryTaskSource):
     """Partition 0 of ``TOPIC``: one list of records per batch, offsets from ``start``.
 
     ``start`` None plays a partition the ledger never recorded: it has no span until its first
@@ -42,15 +43,6 @@ class SpanTaskSource:
         self.epoch = epoch
         self.position = start
         self.span: LedgerSpan | None = None
-
-    def start(self) -> None:
-        return None
-
-    def fill(self, deadline: float) -> None:
-        return None
-
-    def take_batch(self, batch_time_ms: int) -> list[Any]:
-        return [x for _, part in self.take_tasks(batch_time_ms) for x in part]
 
     def take_tasks(self, batch_time_ms: int) -> list[tuple[tuple[str, int], list[Any]]]:
         records = self.batches.pop(0) if self.batches else []
@@ -67,12 +59,6 @@ class SpanTaskSource:
 
     def fence(self, tp: tuple[str, int]) -> None:
         raise AssertionError(f"{tp} fenced")
-
-    def on_batch_persisted(self, batch_time_ms: int) -> None:
-        return None
-
-    def stop(self) -> None:
-        return None
 
 
 def run_instance(

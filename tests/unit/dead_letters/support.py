@@ -7,6 +7,7 @@ from typing import Any
 
 from service.sinks.dead_letter import DeadLetterPolicy, DeadLetterQueue, FailedRecord
 from service.sources.kafka import KafkaRecord
+from tests.support.sources import InMemoryTaskSource
 
 TOPIC = "events"
 
@@ -29,7 +30,7 @@ class RecordingQueue(DeadLetterQueue):
         return [(r.partition, r.offset) for r, _, _ in self.letters]
 
 
-class RawSource:
+class RawSource(InMemoryTaskSource):
     """Partitions of one topic fed batch by batch; elements are the decoded values (ints)."""
 
     def __init__(self, batches: Sequence[Sequence[Sequence[int]]], dlq: DeadLetterQueue) -> None:
@@ -40,15 +41,6 @@ class RawSource:
         self._pending: list[list[KafkaRecord]] = [[] for _ in range(self.partitions)]
         self._last: dict[tuple[str, int], list[KafkaRecord]] = {}
         self.rewinds: list[tuple[int, list[int]]] = []
-
-    def start(self) -> None:
-        return None
-
-    def fill(self, deadline: float) -> None:
-        return None
-
-    def take_batch(self, batch_time_ms: int) -> list[Any]:
-        return [x for _, part in self.take_tasks(batch_time_ms) for x in part]
 
     def take_tasks(self, batch_time_ms: int) -> list[tuple[tuple[str, int], list[Any]]]:
         batch = self._incoming.pop(0) if self._incoming else []
@@ -75,9 +67,3 @@ class RawSource:
     def flush_dead_letters(self) -> None:
         if self.dead_letters is not None:
             self.dead_letters.flush()
-
-    def on_batch_persisted(self, batch_time_ms: int) -> None:
-        return None
-
-    def stop(self) -> None:
-        return None

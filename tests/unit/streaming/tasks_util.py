@@ -11,6 +11,7 @@ from service.state.memory_store import MemoryStateStore
 from service.streaming import DStream, StreamingContext
 from service.streaming.rdd import BatchRDD, Task
 from service.streaming.testing import run_batches
+from tests.support.sources import InMemoryTaskSource
 
 TOPIC = "events"
 JOB = "tj"
@@ -19,31 +20,16 @@ JOB = "tj"
 TaskBatches = Sequence[Sequence[Sequence[Any]]]
 
 
-class TaskSource:
+class TaskSource(InMemoryTaskSource):
     """In-memory partitions of one topic; ``assigned`` plays the consumer group's assignment."""
 
     def __init__(self, batches: TaskBatches, assigned: Sequence[int] = (0, 1, 2)) -> None:
         self.batches = [[list(p) for p in b] for b in batches]
         self.assigned = list(assigned)
 
-    def start(self) -> None:
-        return None
-
-    def fill(self, deadline: float) -> None:
-        return None
-
-    def take_batch(self, batch_time_ms: int) -> list[Any]:
-        return [x for _, part in self.take_tasks(batch_time_ms) for x in part]
-
     def take_tasks(self, batch_time_ms: int) -> list[tuple[tuple[str, int], list[Any]]]:
         batch = self.batches.pop(0) if self.batches else []
         return [((TOPIC, p), list(batch[p]) if p < len(batch) else []) for p in self.assigned]
-
-    def on_batch_persisted(self, batch_time_ms: int) -> None:
-        return None
-
-    def stop(self) -> None:
-        return None
 
 
 class RecordingStore(MemoryStateStore):

@@ -18,6 +18,14 @@ transaction its predecessor left open at once instead of after ``transaction.tim
 distinct for several processes on one host, which would otherwise fence each other's producer.
 Correctness never depends on it: fencing of zombies comes from the group metadata.
 
+A broker restart must not wedge the batch thread. librdkafka (<= 2.16 at least) can block in
+``send_offsets_to_transaction`` past its timeout when the group coordinator it cached went away
+(librdkafka #5456, #5511; reproduced here with one broker restarted). Two defences: idle
+connections close after ``connections.max.idle.ms`` (5 s), whose state change makes librdkafka
+look the coordinator up again, which unblocks the call; and every blocking transactional call
+runs under a deadline, past which the producer is abandoned (its transaction is aborted when the
+next producer with the same ``transactional.id`` initialises) and the batch is taken again.
+
 Every record carries headers ``dstreams.job`` and ``dstreams.batch`` (batch time, ms), and, when
 its partition of the batch comes from one Kafka input partition, ``dstreams.input.topic`` and
 ``dstreams.input.partition``.
@@ -27,8 +35,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -55,6 +64,9 @@ _FENCING_CODES = frozenset(
     }
 )
 _COMMIT_ATTEMPTS = 3
+# How long past its own timeout a transactional call may block before the producer is abandoned.
+_DEADLINE_GRACE_S = 5.0
+T = TypeVar("T")
 
 
 class _Batch(Protocol):
@@ -67,6 +79,36 @@ class _Batch(Protocol):
 
 class KafkaSinkError(RuntimeError):
     """Some records of a batch were not acknowledged by Kafka, or its transaction failed."""
+
+
+class ProducerStuckError(KafkaSinkError):
+    """A transactional call did not return by its deadline (see the module docstring)."""
+
+
+def call_with_deadline(what: str, deadline_s: float, call: Callable[[], T]) -> T:
+    """``call()`` on a helper thread; raise ``ProducerStuckError`` if it is not back in time.
+
+    The stuck thread is left behind (a call into librdkafka cannot be interrupted); it ends when
+    the call finally returns, its result discarded.
+    """
+    outcome: list[tuple[bool, Any]] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"dstreams-{what}", daemon=True).start()
+    if not done.wait(deadline_s):
+        raise ProducerStuckError(f"{what} did not return within {deadline_s:.0f} s")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 def pair_to_key_value(record: Any) -> tuple[Payload, Payload]:
@@ -129,6 +171,8 @@ class KafkaSink:
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,
+            # see the module docstring: lets librdkafka find a restarted coordinator again
+            "connections.max.idle.ms": 5000,
         }
         config.update(producer_config or {})
         self.topic = topic
@@ -181,9 +225,7 @@ class KafkaSink:
             for group in groups:
                 offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(group.offsets.items())]
                 if offsets:
-                    producer.send_offsets_to_transaction(
-                        offsets, group.group_metadata, self._flush_timeout_s
-                    )
+                    self._send_offsets(producer, offsets, group.group_metadata)
             if self._failures:
                 raise KafkaSinkError(
                     f"{len(self._failures)} records to {self.topic} failed ({self._failures[0]})"
@@ -200,6 +242,9 @@ class KafkaSink:
             raise KafkaSinkError(
                 f"batch {batch_ms}: transaction to {self.topic} failed: {exc}"
             ) from exc
+        except ProducerStuckError as exc:
+            self._abandon_producer(str(exc))
+            raise KafkaSinkError(f"batch {batch_ms}: transaction to {self.topic}: {exc}") from exc
         except KafkaSinkError:
             self._abort_after(None)
             raise
@@ -292,7 +337,10 @@ class KafkaSink:
     def _commit(self, producer: Producer) -> None:
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
             try:
-                producer.commit_transaction(self._flush_timeout_s)
+                self._bounded(
+                    "commit_transaction",
+                    lambda: producer.commit_transaction(self._flush_timeout_s),
+                )
                 self._failures = []
                 return
             except KafkaException as exc:
@@ -302,6 +350,26 @@ class KafkaSink:
                 ):
                     raise
                 log.warning("kafka_sink_commit_retry", topic=self.topic, error=str(error))
+
+    def _send_offsets(
+        self, producer: Producer, offsets: list[TopicPartition], group_metadata: Any
+    ) -> None:
+        self._bounded(
+            "send_offsets_to_transaction",
+            lambda: producer.send_offsets_to_transaction(
+                offsets, group_metadata, self._flush_timeout_s
+            ),
+        )
+
+    def _bounded(self, what: str, call: Callable[[], None]) -> None:
+        call_with_deadline(what, self._flush_timeout_s + _DEADLINE_GRACE_S, call)
+
+    def _abandon_producer(self, why: str) -> None:
+        """Drop a producer stuck in a call; the next one's ``init_transactions`` fences it."""
+        log.warning("kafka_sink_producer_abandoned", topic=self.topic, reason=why)
+        self._in_transaction = False
+        self._failures = []
+        self._producer = None
 
     def _abort_after(self, error: KafkaError | None) -> None:
         """Abort the open transaction; a producer in a fatal state is replaced at next use."""
@@ -315,7 +383,11 @@ class KafkaSink:
             self._producer = None
             return
         try:
-            producer.abort_transaction(self._flush_timeout_s)
+            self._bounded(
+                "abort_transaction", lambda: producer.abort_transaction(self._flush_timeout_s)
+            )
+        except ProducerStuckError as exc:
+            self._abandon_producer(str(exc))
         except KafkaException as exc:
             # e.g. fenced by a newer producer with our id: start over with a fresh one
             log.warning("kafka_sink_abort_failed", topic=self.topic, error=str(exc))

@@ -3,6 +3,8 @@ broker's side is covered by tests/integration/sinks)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +21,8 @@ from service.commit.batch import (
 from service.sinks.kafka import (
     KafkaSink,
     KafkaSinkError,
+    ProducerStuckError,
+    call_with_deadline,
     instance_id,
     record_headers,
     transactional_id,
@@ -33,9 +37,13 @@ class RecordingProducer:
         self.log = log
         self.fail: dict[str, KafkaError] = {}
         self.delivery_error: KafkaError | None = None
+        self.hang: dict[str, threading.Event] = {}
 
     def _call(self, name: str, *args: Any) -> None:
         self.log.append((name, *args))
+        release = self.hang.pop(name, None)
+        if release is not None:
+            release.wait()
         error = self.fail.pop(name, None)
         if error is not None:
             raise KafkaException(error)
@@ -80,13 +88,21 @@ def producers(calls: list[tuple[Any, ...]]) -> list[RecordingProducer]:
     return []
 
 
-def sink_with(calls: list[tuple[Any, ...]], producers: list[RecordingProducer]) -> KafkaSink:
+def sink_with(
+    calls: list[tuple[Any, ...]], producers: list[RecordingProducer], flush_timeout_s: float = 60.0
+) -> KafkaSink:
     def factory(config: dict[str, Any]) -> Any:
         producer = RecordingProducer(config, calls)
         producers.append(producer)
         return producer
 
-    return KafkaSink("broker:9092", "out", instance="pod-0", producer_factory=factory)
+    return KafkaSink(
+        "broker:9092",
+        "out",
+        instance="pod-0",
+        producer_factory=factory,
+        flush_timeout_s=flush_timeout_s,
+    )
 
 
 def rdd(parts: list[list[Any]], tasks: list[tuple[str, int] | None]) -> BatchRDD:
@@ -275,3 +291,45 @@ def test_foreach_rdd_registers_participants_and_wrappers() -> None:
         assert log == ["direct.bind(False)", "wrapped.bind(False)"]
     finally:
         ssc.stop()
+
+
+def test_call_with_deadline_returns_raises_or_gives_up() -> None:
+    assert call_with_deadline("add", 1.0, lambda: 1 + 1) == 2
+    with pytest.raises(ZeroDivisionError):
+        call_with_deadline("divide", 1.0, lambda: 1 // 0)
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(ProducerStuckError, match="wait did not return within"):
+        call_with_deadline("wait", 0.2, release.wait)
+    assert time.monotonic() - started < 5
+    release.set()
+
+
+def test_a_stuck_send_offsets_abandons_the_producer_and_the_next_batch_uses_a_new_one(
+    calls: list[tuple[Any, ...]], producers: list[RecordingProducer], monkeypatch: Any
+) -> None:
+    """librdkafka #5456: send_offsets_to_transaction can block past its timeout after the group
+    coordinator restarted. The batch must fail (and be taken again), not wedge the job."""
+    monkeypatch.setattr("service.sinks.kafka._DEADLINE_GRACE_S", 0.0)
+    sink = sink_with(calls, producers, flush_timeout_s=0.2)
+    sink.bind("wc", transactional=True)
+    release = threading.Event()
+    producers[0].hang["offsets"] = release
+    sink.begin(1000)
+    sink(rdd([[("a", 1)]], [("in", 0)]))
+    with pytest.raises(KafkaSinkError, match="send_offsets_to_transaction did not return"):
+        sink.precommit(1000, [GroupOffsets({("in", 0): 1}, "meta")])
+    assert ("commit",) not in calls
+    sink.begin(2000)
+    sink(rdd([[("a", 1)]], [("in", 0)]))
+    sink.precommit(2000, [GroupOffsets({("in", 0): 1}, "meta")])
+    assert len(producers) == 2, "the stuck producer was replaced"
+    # the new producer fenced the stuck one's id before its own transaction
+    assert calls[-5:] == [
+        ("init", "dstreams-wc-pod-0"),
+        ("begin",),
+        ("produce", "out", "a", "1", tuple(record_headers("wc", 2000, ("in", 0)))),
+        ("offsets", [("in", 0, 1)], "meta"),
+        ("commit",),
+    ]
+    release.set()

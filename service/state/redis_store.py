@@ -8,8 +8,14 @@ import redis
 
 from service.state.base import StateWrites
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _HSCAN_THRESHOLD = 10_000
 _HSET_CHUNK = 5_000
+
+
+def is_redis_url(url: str) -> bool:
+    """A checkpoint URL that names a Redis server (anything else keeps state in memory)."""
+    return url.startswith(REDIS_SCHEMES)
 
 
 class RedisStateStore:

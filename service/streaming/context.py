@@ -31,7 +31,7 @@ from service.runtime.scheduler import BatchScheduler
 from service.sources.base import InputSource
 from service.state.base import StateStore, StateWrites
 from service.state.memory_store import MemoryStateStore
-from service.state.redis_store import RedisStateStore
+from service.state.redis_store import RedisStateStore, is_redis_url
 from service.streaming.dstream import (
     BatchTime,
     DStream,
@@ -48,7 +48,6 @@ from service.streaming.rdd import DEFAULT_PARALLELISM, BatchRDD, LocalContext
 
 log = logging.getLogger(__name__)
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # How long a batch keeps retrying its ledger commit while Redis is unreachable before the job
 # stops (nothing of the batch is committed; a restarted job reads it again).
 _LEDGER_RETRY_SECONDS = 600.0
@@ -144,7 +143,7 @@ class StreamingContext:
     # -- setup -------------------------------------------------------------------------------
     def checkpoint(self, directory: str) -> None:
         """A Redis URL makes Redis the state store; anything else keeps state in memory."""
-        if not directory.startswith(_REDIS_SCHEMES):
+        if not is_redis_url(directory):
             log.warning(
                 "checkpoint %r is not a redis:// URL: state is kept in memory only", directory
             )
@@ -252,9 +251,7 @@ class StreamingContext:
     def _open_store(self) -> StateStore:
         if self._store is None:
             url = self._checkpoint_url
-            if url is not None and url.startswith(_REDIS_SCHEMES):
-                from service.state.redis_store import RedisStateStore
-
+            if url is not None and is_redis_url(url):
                 self._store = RedisStateStore.from_url(url)
             else:
                 self._store = MemoryStateStore()

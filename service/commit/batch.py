@@ -49,6 +49,8 @@ class SpanSource(Protocol):
 
     def fence(self, tp: Task) -> None: ...
 
+    def resync(self, tp: Task, next_offset: int) -> None: ...
+
 
 class LedgerSpanLike(Protocol):
     @property
@@ -75,7 +77,13 @@ def commit_tasks(
     writes: StateWrites,
     sources: Iterable[SpanSource],
 ) -> list[TaskCommit]:
-    """Step 3 for every task of the batch; the caller handles FENCED and GAP (forget the task)."""
+    """Step 3 for every task of the batch.
+
+    FENCED: the partition is someone else's now, its source drops it. GAP: the partition is
+    still ours but the batch does not start where the ledger stands (e.g. a batch retaken after
+    a commit whose reply was lost): its source goes back to the recorded offset. Either way the
+    caller drops the task's in-process state.
+    """
     groups = split_by_hash_tag(writes)
     leftover = set(groups) - {Shard(job, t, p).tag for t, p in tasks}
     if leftover:
@@ -98,9 +106,12 @@ def commit_tasks(
             span.next_offset,
             groups.get(shard.tag, StateWrites()),
         )
-        if result.outcome in (Outcome.FENCED, Outcome.GAP):
+        if result.outcome is Outcome.FENCED:
             for src in span_sources:
                 src.fence(task)
+        elif result.outcome is Outcome.GAP and result.position is not None:
+            for src in span_sources:
+                src.resync(task, result.position.next_offset)
         done.append(TaskCommit(task, result))
     return done
 

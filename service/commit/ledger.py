@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -50,6 +51,8 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_delay,
+    stop_never,
+    stop_when_event_set,
     wait_exponential,
     wait_random,
 )
@@ -270,14 +273,17 @@ class BatchLedger:
 
     ``wait_replicas`` makes each applied commit wait (``WAIT``) for that many replicas of the
     shard's Redis node; ``wait_aof`` also waits for the local AOF fsync (``WAITAOF``, Redis 7.2+,
-    skipped on older servers). ``retry_seconds`` bounds the retries on connection loss.
+    skipped on older servers). ``retry_seconds`` bounds the retries on connection loss (None:
+    retry until Redis answers, or until ``interrupt`` is set - a service pauses through an
+    outage instead of exiting; the last error is raised when interrupted).
     """
 
     def __init__(
         self,
         client: AnyRedis,
         *,
-        retry_seconds: float = 30.0,
+        retry_seconds: float | None = 30.0,
+        interrupt: threading.Event | None = None,
         wait_replicas: int = 0,
         wait_aof: bool = False,
         wait_timeout_ms: int = 1000,
@@ -287,6 +293,7 @@ class BatchLedger:
             resources.files("service.commit").joinpath("ledger.lua").read_text()
         )
         self._retry_seconds = retry_seconds
+        self._interrupt = interrupt
         self._wait_replicas = wait_replicas
         self._wait_aof = wait_aof
         self._wait_timeout_ms = wait_timeout_ms
@@ -296,7 +303,7 @@ class BatchLedger:
         return Retrying(
             retry=retry_if_exception_type(RETRYABLE),
             wait=wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.05),
-            stop=stop_after_delay(self._retry_seconds),
+            stop=self._stop_condition(),
             reraise=True,
             before_sleep=lambda state: log.warning(
                 "ledger: Redis unavailable, retrying (attempt %d): %s",
@@ -304,6 +311,14 @@ class BatchLedger:
                 state.outcome.exception() if state.outcome else None,
             ),
         )
+
+    def _stop_condition(self) -> Any:
+        stop: Any = (
+            stop_never if self._retry_seconds is None else (stop_after_delay(self._retry_seconds))
+        )
+        if self._interrupt is not None:
+            stop = stop | stop_when_event_set(self._interrupt)
+        return stop
 
     def acquire_epoch(self, shard: Shard) -> int:
         """Called when the partition is assigned: fences every earlier owner (I2).

@@ -84,6 +84,8 @@ class KafkaSinkError(RuntimeError):
 class ProducerStuckError(KafkaSinkError):
     """A transactional call did not return by its deadline (see the module docstring)."""
 
+    outage = True  # the broker side is in trouble, not the batch (service.runtime.outage)
+
 
 def call_with_deadline(what: str, deadline_s: float, call: Callable[[], T]) -> T:
     """``call()`` on a helper thread; raise ``ProducerStuckError`` if it is not back in time.
@@ -229,7 +231,7 @@ class KafkaSink:
             if self._failures:
                 raise KafkaSinkError(
                     f"{len(self._failures)} records to {self.topic} failed ({self._failures[0]})"
-                )
+                ) from KafkaException(self._failures[0])
             self._commit(producer)
         except KafkaException as exc:
             error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
@@ -308,10 +310,10 @@ class KafkaSink:
         remaining = self._require_producer().flush(self._flush_timeout_s)
         failures, self._failures = self._failures, []
         if remaining or failures:
-            first = str(failures[0]) if failures else "flush timed out"
+            first = failures[0] if failures else KafkaError(KafkaError._MSG_TIMED_OUT)
             raise KafkaSinkError(
                 f"{len(failures) + remaining} records to {self.topic} not acknowledged ({first})"
-            )
+            ) from KafkaException(first)
 
     # -- producer ----------------------------------------------------------------------------
     def _config_for_producer(self) -> dict[str, Any]:

@@ -280,6 +280,28 @@ class KafkaSource:
         (records, positions, pending Kafka commits) until the group assigns it to us again."""
         self._forget([tp], reason="fenced")
 
+    def resync(self, tp: TopicPartitionKey, next_offset: int) -> None:
+        """The ledger stands at ``next_offset`` of ``tp``, not where our batch began (GAP):
+        read on from there. Buffered records of ``tp`` are dropped and fetched again."""
+        if tp not in self._assigned or self._consumer is None:
+            return
+        dropped = self._buffers.drop([tp])
+        self._committable.pop(tp, None)
+        self._spans.pop(tp, None)
+        self._positions[tp] = next_offset
+        try:
+            if tp in self._paused:
+                self._consumer.resume([TopicPartition(*tp)])
+                self._paused.discard(tp)
+            self._consumer.seek(TopicPartition(tp[0], tp[1], next_offset))
+        except KafkaException as exc:
+            # cannot move the fetch position: better stop reading it than read the wrong offsets
+            log.error("kafka_resync_failed", partition=tp, offset=next_offset, error=str(exc))
+            self._forget([tp], reason="fenced")
+            return
+        self._notify_changed([tp])
+        log.warning("kafka_partition_resynced", partition=tp, offset=next_offset, dropped=dropped)
+
     def _reset_offset(self) -> int:
         reset = str(self._config.get("auto.offset.reset", "earliest")).lower()
         return OFFSET_BEGINNING if reset in ("earliest", "smallest", "beginning") else OFFSET_END

@@ -27,6 +27,7 @@ from service.commit.batch import (
 from service.commit.ledger import BatchLedger, Outcome, check_redis
 from service.runtime.clock import Clock, SystemClock
 from service.runtime.crashpoints import CrashPoints
+from service.runtime.outage import Backoff, is_outage
 from service.runtime.scheduler import BatchScheduler
 from service.sources.base import InputSource
 from service.state.base import StateStore, StateWrites
@@ -48,9 +49,6 @@ from service.streaming.rdd import DEFAULT_PARALLELISM, BatchRDD, LocalContext
 
 log = logging.getLogger(__name__)
 
-# How long a batch keeps retrying its ledger commit while Redis is unreachable before the job
-# stops (nothing of the batch is committed; a restarted job reads it again).
-_LEDGER_RETRY_SECONDS = 600.0
 
 INITIALIZED = "INITIALIZED"
 ACTIVE = "ACTIVE"
@@ -112,9 +110,13 @@ class StreamingContext:
         self._batch_lock = threading.RLock()
         self._batch_thread: int | None = None
         self._stop_requested = False
+        # set by stop(): ends the waits of an outage (ledger retries, pauses between batches)
+        self._stopping = threading.Event()
+        self._outage_backoff = Backoff()
         self._recover = False
         self._ledger: BatchLedger | None = None
         self._crash = CrashPoints()
+        self._outputs_unavailable = False
         # outputs whose batch commits with the ledger step (transactional Kafka sinks)
         self._participants: list[BatchParticipant] = []
 
@@ -290,7 +292,8 @@ class StreamingContext:
                 self._job_name,
             )
             return
-        self._ledger = BatchLedger(store.client, retry_seconds=_LEDGER_RETRY_SECONDS)
+        # Redis down: retry until it answers (the service pauses), or until the job stops
+        self._ledger = BatchLedger(store.client, retry_seconds=None, interrupt=self._stopping)
         for source in self._sources:
             attach = getattr(source, "attach_ledger", None)
             if attach is not None:
@@ -375,17 +378,24 @@ class StreamingContext:
         )
         info._num_records = self._graph.last_num_records
         errors.extend(self._flush_dead_letters())
+        outage = self._ledger is not None and any(is_outage(e) for e in errors)
         for exc in errors:
             if isinstance(exc, RetryBatch):
                 log.warning("batch %d ms not committed, read again: %s", t, exc)
+                continue
+            if outage and is_outage(exc):
+                log.warning("batch %d ms not committed, Kafka or Redis unavailable: %s", t, exc)
                 continue
             log.error("batch %d ms failed", t, exc_info=exc)
             self._record_error(exc)
         if errors:
             info._failure = f"{type(errors[0]).__name__}: {errors[0]}"
-        if not self._commit_outputs(t, errors):
+        committed = self._commit_outputs(t, errors)
+        if not committed:
             info._end_ms = self._clock.now_ms()
             self._notify("onBatchCompleted", BatchEvent(info))
+            if outage or self._outputs_unavailable:
+                self._pause_for_outage(t)
             return
         self._crash.reached("outputs_done")
         commit_started = time.perf_counter()
@@ -396,8 +406,16 @@ class StreamingContext:
             source.on_batch_persisted(t)
         self._crash.reached("offsets_committed")
         self._next_batch_ms = t + self._batch_ms
+        self._outage_backoff.reset()
         info._end_ms = self._clock.now_ms()
         self._notify("onBatchCompleted", BatchEvent(info))
+
+    def _pause_for_outage(self, t: int) -> None:
+        """Kafka or Redis is down: wait a growing while before the batch is taken again."""
+        backoff = self._outage_backoff
+        if backoff.failures == 0:
+            log.warning("batch %d ms: pausing until Kafka and Redis answer", t)
+        backoff.wait(self._stopping)
 
     def _commit_outputs(self, t: int, errors: list[BaseException]) -> bool:
         """Commit the participants' transactions; False when the batch is abandoned instead.
@@ -421,11 +439,15 @@ class StreamingContext:
             for s in self._sources
             if isinstance(s, GroupOffsetSource) and (g := s.group_offsets()) is not None
         ]
+        self._outputs_unavailable = False
         failure = precommit_all(self._participants, t, groups)
         if failure is None:
             return True
         if isinstance(failure, OutputFencedError):
             log.warning("batch %d ms not committed, fenced: %s", t, failure)
+        elif is_outage(failure):
+            self._outputs_unavailable = True
+            log.warning("batch %d ms not committed, Kafka unavailable: %s", t, failure)
         else:
             log.error("batch %d ms not committed: outputs failed", t, exc_info=failure)
         self._abandon(t)
@@ -483,6 +505,7 @@ class StreamingContext:
                 return
             was_active = self._state == ACTIVE
             self._state = STOPPED
+            self._stopping.set()
             if StreamingContext._activeContext is self:
                 StreamingContext._activeContext = None
         if was_active:
@@ -503,6 +526,7 @@ class StreamingContext:
 
     def stop(self, stopSparkContext: bool = True, stopGraceFully: bool = False) -> None:
         """Finish the batch in flight (graceful or not: a batch is never cut), then stop."""
+        self._stopping.set()
         if self._batch_thread == threading.get_ident():
             # Called by an output function: stop once this batch is committed.
             self._stop_requested = True

@@ -18,6 +18,9 @@ together, e.g. in a global ``reduce``, or an output function raises) counts an a
 every record of the batch; records at the maximum are dead-lettered, the rest are rewound. A
 failure with no record at all (e.g. a task fails with its records removed) is the job's, not a
 record's: its tasks are rewound and the error is returned to the context, as in PySpark.
+
+An outage of Kafka or Redis (``service.runtime.outage``) is nobody's fault: the search stops at
+once, no attempt is counted, the whole batch is rewound and ``DependencyUnavailable`` returned.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from service.commit.ledger import hash_tag
+from service.runtime.outage import DependencyUnavailable, is_outage
 
 if TYPE_CHECKING:
     from service.sinks.dead_letter import DeadLetterQueue
@@ -91,6 +95,11 @@ class _SlotRecords:
     def kept(self) -> list[int]:
         return [i for i in range(len(self.elements)) if i not in self.excluded]
 
+    def restore_all(self) -> None:
+        """Hand every record out again, dead-lettered ones too: the batch that sent them is not
+        committed, so they are judged again (the dead-letter topic is at least once)."""
+        self.excluded.clear()
+
     def attempt(self, index: int, exc: BaseException) -> bool:
         """Count an attempt; True when the record is dead-lettered (and left out) now."""
         record = self.raw[index]
@@ -139,11 +148,26 @@ class BatchIsolation:
                 if task is not None:
                     self._slots[(i, j)] = _SlotRecords(source, task, part)
 
-        error = self._evaluate(None, reset=False)
-        if error is None:
-            return self._run_outputs(self._everything(), set(), [])
-        rewound, errors = self._search()
-        return self._finish(rewound, errors)
+        try:
+            error = self._evaluate(None, reset=False)
+            if error is None:
+                return self._run_outputs(self._everything(), set(), [])
+            rewound, errors = self._search()
+            return self._finish(rewound, errors)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return [self._outage(exc)]
+
+    def _outage(self, exc: BaseException) -> DependencyUnavailable:
+        """Every record of the batch goes back, none blamed (see the module docstring)."""
+        log.warning("batch %d ms: Kafka or Redis unavailable (%s): batch rewound", self._bt.ms, exc)
+        for rec in self._slots.values():
+            rec.restore_all()
+        self._rewind(set(self._slots))
+        outage = DependencyUnavailable(f"batch {self._bt.ms} ms: {type(exc).__name__}: {exc}")
+        outage.__cause__ = exc
+        return outage
 
     # -- search ------------------------------------------------------------------------------
     def _everything(self) -> Selection:
@@ -292,6 +316,8 @@ class BatchIsolation:
             for op in graph.outputs:
                 op.parent._get_or_compute(bt)
         except Exception as exc:
+            if is_outage(exc):
+                raise  # not the selection's fault: ends the search (``run``)
             return exc
         return None
 
@@ -308,6 +334,8 @@ class BatchIsolation:
             try:
                 op.run(self._bt)
             except Exception as exc:
+                if is_outage(exc):
+                    raise
                 log.warning(
                     "batch %d ms: an output failed (%s: %s); every record is retried",
                     self._bt.ms,

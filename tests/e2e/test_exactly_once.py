@@ -15,11 +15,14 @@ import os
 import random
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
+from service.devstack.process import free_port
 from service.runtime.crashpoints import ENV_VAR as CRASH_AT
 from service.runtime.crashpoints import STEPS
 from tests.e2e.support.checker import (
@@ -103,6 +106,32 @@ class Run:
         print(report.summary())
         return report
 
+    def readiness(self) -> dict[int, int]:
+        """Each running instance's /readyz status (0: no answer); needs ``metrics=True``."""
+        codes: dict[int, int] = {}
+        for instance in self.fleet.running():
+            port = instance.env.get("DSTREAMS_METRICS_PORT")
+            if port is None:
+                raise RuntimeError("readiness needs start_run(..., metrics=True)")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                    codes[instance.index] = r.status
+            except urllib.error.HTTPError as exc:
+                codes[instance.index] = exc.code
+            except OSError:
+                codes[instance.index] = 0
+        return codes
+
+    def watch_readiness(self, seconds: float) -> dict[int, set[int]]:
+        """The /readyz statuses each instance answered over ``seconds`` (reviving meanwhile)."""
+        seen: dict[int, set[int]] = {}
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for index, code in self.readiness().items():
+                seen.setdefault(index, set()).add(code)
+            self.while_producing(0.5)
+        return seen
+
 
 StartRun = Callable[..., Run]
 
@@ -122,11 +151,13 @@ def start_run(
         rate: float,
         instances: int = INSTANCES,
         env: dict[str, str] | None = None,
+        metrics: bool = False,
     ) -> Run:
         input_topic, output_topic = topics
         fleet = make_fleet(input_topic, output_topic, extra_env=env)
         for _ in range(instances):
-            fleet.add()
+            own = {"DSTREAMS_METRICS_PORT": str(free_port())} if metrics else {}
+            fleet.add(own).env.update(own)  # kept for restarts
         plan = make_plan(KEYS, records, rng)
         producing = Producing(kafka_bootstrap, input_topic, plan, rng, rate=rate).start()
         return Run(
@@ -264,28 +295,47 @@ def test_zombie_after_sigstop_is_fenced(start_run: StartRun) -> None:
 # --- 4. Redis and broker restarts ----------------------------------------------------------------
 
 
+OUTAGE_S = 10.0
+
+
+def assert_paused_through_outage(run: Run, seen: dict[int, set[int]]) -> None:
+    """Every instance stayed up, said not ready during the outage, and is ready again."""
+    assert run.fleet.unexpected_exits() == {}, "an instance exited instead of pausing"
+    assert seen and all(503 in codes for codes in seen.values()), f"/readyz seen: {seen}"
+    assert set(run.readiness().values()) == {200}, run.readiness()
+
+
 @pytest.mark.faults
-def test_redis_restart_mid_run(start_run: StartRun, redis_server: ServiceHandle) -> None:
-    rng = seeded("redis restart")
-    run = start_run("redis-restart", rng, records=15_000, rate=800)
+def test_redis_down_then_restarted(start_run: StartRun, redis_server: ServiceHandle) -> None:
+    """Redis SIGKILLed mid-run and started again 10 s later (appendonly, appendfsync always):
+    every instance pauses (/readyz 503, no exit), then catches up by itself, exactly."""
+    rng = seeded("redis outage")
+    run = start_run("redis-outage", rng, records=15_000, rate=800, metrics=True)
     run.while_producing(4.0 + rng.uniform(0, 1))
     redis_server.kill()
     try:
-        time.sleep(3.0)
+        seen = run.watch_readiness(OUTAGE_S)
     finally:
         redis_server.start()
     report = run.finish(trials=1)
     assert_exact(report)
+    assert_paused_through_outage(run, seen)
 
 
 @pytest.mark.faults
-def test_broker_restart_mid_run(start_run: StartRun, kafka_broker: ServiceHandle) -> None:
-    rng = seeded("broker restart")
-    run = start_run("broker-restart", rng, records=15_000, rate=800)
+def test_broker_down_then_restarted(start_run: StartRun, kafka_broker: ServiceHandle) -> None:
+    """The broker stopped mid-run and started again 10 s later: the same, for Kafka."""
+    rng = seeded("broker outage")
+    run = start_run("broker-outage", rng, records=15_000, rate=800, metrics=True)
     run.while_producing(4.0 + rng.uniform(0, 1))
-    kafka_broker.restart()
+    kafka_broker.stop()
+    try:
+        seen = run.watch_readiness(OUTAGE_S)
+    finally:
+        kafka_broker.start()
     report = run.finish(trials=1)
     assert_exact(report)
+    assert_paused_through_outage(run, seen)
 
 
 # --- 5. SIGTERM -----------------------------------------------------------------------------------

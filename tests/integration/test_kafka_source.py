@@ -251,3 +251,22 @@ def test_create_direct_stream_runs_in_a_streaming_context(
     for partition in (0, 1):
         mine = [r for r in records if r[1] == partition]
         assert mine == [(topic, partition, i, f"p{partition}-{i}") for i in range(9)]
+
+
+def test_resync_reads_on_from_the_ledgers_offset(
+    kafka_bootstrap: str, create_topic: Callable[..., str]
+) -> None:
+    """After a GAP the source drops what it buffered of the partition and fetches again from the
+    offset the ledger stands at, backwards (a batch the ledger already has) or forwards."""
+    topic = create_topic(partitions=1)
+    produce(kafka_bootstrap, topic, 0, [f"v{i}" for i in range(10)])
+    source = new_source(kafka_bootstrap, topic, f"g-{uuid.uuid4().hex}")
+    with running(source):
+        first = take_until(source, 1000, 10)
+        assert [r.offset for r in first] == list(range(10))
+        source.resync((topic, 0), 4)
+        again = take_until(source, 2000, 6)
+        assert [r.offset for r in again] == list(range(4, 10))
+        source.resync((topic, 0), 8)
+        last = take_until(source, 3000, 2)
+        assert [r.offset for r in last] == [8, 9]

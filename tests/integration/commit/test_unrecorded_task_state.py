@@ -60,6 +60,9 @@ class SpanTaskSource(InMemoryTaskSource):
     def fence(self, tp: tuple[str, int]) -> None:
         raise AssertionError(f"{tp} fenced")
 
+    def resync(self, tp: tuple[str, int], next_offset: int) -> None:
+        raise AssertionError(f"{tp} out of step with the ledger (at {next_offset})")
+
 
 def run_instance(
     redis_url: str, job: str, source: SpanTaskSource, n: int, start_ms: int

@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.state.redis_client import is_redis_url
+
 ENV_PREFIX = "DSTREAMS_"
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -58,8 +60,10 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if not is_redis_url(value):
+            raise ValueError(
+                "must be a redis://, rediss:// or unix:// URL, or redis+cluster:// for a cluster"
+            )
         return value
 
     @field_validator("log_level", mode="before")

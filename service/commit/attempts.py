@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from service.commit.ledger import AnyRedis, Shard
+from service.commit.ledger import Shard
+from service.state.redis_client import AnyRedis
 
 # Long enough for any realistic retry schedule; refreshed on every failure.
 ATTEMPTS_TTL_MS = 7 * 24 * 3600 * 1000

@@ -58,6 +58,7 @@ from tenacity import (
 )
 
 from service.state.base import StateWrites
+from service.state.redis_client import AnyRedis
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,6 @@ MAX_EXACT_INT = 2**53 - 1
 OP_CHUNK = 1000
 # Errors after which the same script call is sent again (I3 makes that safe).
 RETRYABLE = (redis.ConnectionError, redis.TimeoutError, ClusterDownError)
-
-AnyRedis = redis.Redis | RedisCluster
 
 
 class ForeignKeyError(ValueError):

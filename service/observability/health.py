@@ -182,20 +182,36 @@ def kafka_check(bootstrap_servers: str, timeout: float = 2.0) -> Check:
 
 
 def redis_check(url: str, timeout: float = 1.0) -> Check:
-    """PING with short timeouts and no retries, on a connection kept between probes."""
-    import redis
+    """PING with short timeouts and no retries, on a connection kept between probes.
+
+    On Redis Cluster every master must answer. The client is made at the first probe, since a
+    cluster client asks for the slot map when made and Redis may be down when the job starts.
+    """
     from redis.backoff import NoBackoff
+    from redis.cluster import RedisCluster
     from redis.retry import Retry
 
-    client = redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
+    from service.state.redis_client import AnyRedis, connect
+
+    clients: list[AnyRedis] = []
 
     def check() -> None:
-        if not client.ping():
+        if not clients:
+            clients.append(
+                connect(
+                    url,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
+                    retry=Retry(NoBackoff(), 0),
+                )
+            )
+        client = clients[0]
+        if isinstance(client, RedisCluster):
+            cluster: Any = client
+            answered = cluster.ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            answered = client.ping()
+        if not answered:
             raise ConnectionError("PING was not answered with PONG")
 
     return check

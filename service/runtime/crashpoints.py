@@ -2,7 +2,9 @@
 
 Fault tests set ``DSTREAMS_CRASH_AT=<step>`` (or ``<step>:<n>``, the n-th time the step is
 reached, default 1) and the process dies there with SIGKILL, as abruptly as a power cut: no
-``finally`` blocks, no flushes. Unset, ``reached`` is a dictionary lookup and nothing else.
+``finally`` blocks, no flushes. The context counts only batches that took records, so a crash
+always hits a batch with something to lose or to publish twice. Unset, ``reached`` is a
+dictionary lookup and nothing else.
 """
 
 from __future__ import annotations

@@ -189,6 +189,7 @@ class KafkaSink:
         self._batch_ms: int | None = None
         self._in_transaction = False
         self._failures: list[KafkaError] = []
+        self._skipped: frozenset[Task] = frozenset()
 
     # -- BatchParticipant --------------------------------------------------------------------
     def bind(self, job: str, transactional: bool) -> None:
@@ -210,8 +211,14 @@ class KafkaSink:
     def begin(self, batch_ms: int) -> None:
         """Remember the batch (for headers); the transaction begins at the first write."""
         self._batch_ms = batch_ms
+        self._skipped = frozenset()
         if not self._in_transaction:
             self._failures = []
+
+    def skip_tasks(self, tasks: Iterable[Task]) -> None:
+        """This batch's records of ``tasks`` are a replay of what a crashed owner published
+        (``KafkaSource.replaying``): not published again. Only transactional sinks skip."""
+        self._skipped = frozenset(tasks) if self._transactional else frozenset()
 
     def precommit(self, batch_ms: int, groups: Sequence[GroupOffsets]) -> None:
         """Commit the batch's transaction with its input offsets; raise if it cannot commit.
@@ -273,6 +280,11 @@ class KafkaSink:
     # -- writing -----------------------------------------------------------------------------
     def __call__(self, rdd: _Batch) -> None:
         for task, part in zip(rdd.tasks, rdd.partitions, strict=True):
+            if task in self._skipped:
+                log.debug(
+                    "kafka_sink_replay_skipped", topic=self.topic, task=task, records=len(part)
+                )
+                continue
             self._produce_all(part, record_headers(self._job, self._batch_ms, task))
         if not self._transactional:
             self._flush_plain()

@@ -9,6 +9,13 @@ between reading and persisting means the records are read again (at-least-once).
 partition per batch (``maxRatePerPartition`` x batch interval) bounds a batch: a partition whose
 buffer reaches the cap is paused so the rest of a backlog stays in Kafka, and resumed once a batch
 has taken from it. Records fetched beyond the cap stay buffered for the next batch, never dropped.
+
+Replays: a transactional output commits the batch's input offsets to the group (KIP-447) just
+before the ledger step, so after a crash between the two the group's committed offset ``K`` of
+a partition is ahead of the ledger's ``R`` - in no other case. On claiming such a partition the
+source reads ``[R, K)`` again as batches that end exactly at ``K``, and ``replaying()`` names
+them: their state is applied as usual, but outputs that honour it (``KafkaSink.skip_tasks``) do
+not publish them again, since the crashed instance already did (docs/exactly-once.md).
 """
 
 from __future__ import annotations
@@ -126,13 +133,20 @@ class PartitionBuffers:
     def total(self) -> int:
         return sum(len(b) for b in self._buffers.values())
 
+    def head_offset(self, tp: TopicPartitionKey) -> int | None:
+        buffer = self._buffers.get(tp)
+        return buffer[0].offset if buffer else None
+
     def at_cap(self, tp: TopicPartitionKey) -> bool:
         return self.cap is not None and self.size(tp) >= self.cap
 
-    def take(self, batch_time_ms: int) -> list[list[KafkaRecord]]:
+    def take(
+        self, batch_time_ms: int, until: Mapping[TopicPartitionKey, int] | None = None
+    ) -> list[list[KafkaRecord]]:
         """Remove up to ``cap`` records per partition and remember their offsets for the batch.
 
-        One list per Kafka partition that had records, like a KafkaRDD's partitions.
+        One list per Kafka partition that had records, like a KafkaRDD's partitions. A
+        partition in ``until`` hands out only records below that offset (a replay's end).
         """
         taken: list[list[KafkaRecord]] = []
         offsets: dict[TopicPartitionKey, int] = {}
@@ -140,6 +154,9 @@ class PartitionBuffers:
         for tp in sorted(self._buffers):
             buffer = self._buffers[tp]
             n = len(buffer) if self.cap is None else min(self.cap, len(buffer))
+            end = until.get(tp) if until else None
+            if end is not None:
+                n = next((i for i in range(n) if buffer[i].offset >= end), n)
             if n == 0:
                 continue
             part = [buffer.popleft() for _ in range(n)]
@@ -230,6 +247,8 @@ class KafkaSource:
         self._epochs: dict[TopicPartitionKey, int] = {}
         self._positions: dict[TopicPartitionKey, int] = {}
         self._spans: dict[TopicPartitionKey, LedgerSpan] = {}
+        # partitions whose outputs up to this offset were published by a crashed owner
+        self._replay_until: dict[TopicPartitionKey, int] = {}
         self._partition_listener: Callable[[TopicPartitionKey], None] | None = None
 
     def on_partitions_changed(self, listener: Callable[[TopicPartitionKey], None]) -> None:
@@ -306,10 +325,13 @@ class KafkaSource:
         reset = str(self._config.get("auto.offset.reset", "earliest")).lower()
         return OFFSET_BEGINNING if reset in ("earliest", "smallest", "beginning") else OFFSET_END
 
-    def _claim(self, tps: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+    def _claim(
+        self, consumer: Consumer, tps: Iterable[TopicPartitionKey]
+    ) -> dict[TopicPartitionKey, int]:
         """New owner epochs for ``tps``; returns the recorded offsets to seek to."""
         assert self._ledger is not None
         seeks: dict[TopicPartitionKey, int] = {}
+        tps = list(tps)
         for topic, partition in tps:
             shard = Shard(self._job, topic, partition)
             self._epochs[(topic, partition)] = self._ledger.acquire_epoch(shard)
@@ -323,8 +345,36 @@ class KafkaSource:
                 # before the ledger step), so it is not trusted; auto.offset.reset decides.
                 seeks[(topic, partition)] = self._reset_offset()
                 self._positions.pop((topic, partition), None)
+        self._find_replays(consumer, seeks)
         log.info("kafka_partitions_claimed", epochs=dict(self._epochs), seeks=seeks)
         return seeks
+
+    def _find_replays(self, consumer: Consumer, seeks: Mapping[TopicPartitionKey, int]) -> None:
+        """Partitions whose group offset is ahead of where we start (see the module docstring).
+
+        ``committed`` waits for transactional offset commits still in flight (librdkafka asks
+        for stable offsets under ``read_committed``, KIP-447), so a crashed owner's last
+        transaction is settled before it is compared. Without an answer nothing is replayed,
+        and outputs may repeat one batch, as before.
+        """
+        asked = [TopicPartition(t, p) for t, p in seeks]
+        try:
+            answers = consumer.committed(asked, timeout=_COMMITTED_TIMEOUT_SECONDS)
+        except KafkaException as exc:
+            log.warning("kafka_replay_check_failed", error=str(exc))
+            return
+        for answer in answers:
+            tp = (answer.topic, answer.partition)
+            start = seeks[tp]
+            committed_offset = answer.offset
+            if answer.error is not None or committed_offset < 0:
+                continue
+            ahead = committed_offset > start if start >= 0 else start == OFFSET_BEGINNING
+            if ahead:
+                self._replay_until[tp] = committed_offset
+                log.warning(
+                    "kafka_partition_replay", partition=tp, start=start, until=committed_offset
+                )
 
     @property
     def cap(self) -> int | None:
@@ -375,7 +425,8 @@ class KafkaSource:
             starts = self._start_offsets(consumer)
             if self._ledger is not None:
                 # recorded positions win; unrecorded partitions keep their fromOffsets
-                recorded = {tp: o for tp, o in self._claim(starts).items() if o >= 0}
+                claimed = self._claim(consumer, starts)
+                recorded = {tp: o for tp, o in claimed.items() if o >= 0}
                 starts.update(recorded)
             consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
             self._assigned = set(starts)
@@ -433,7 +484,12 @@ class KafkaSource:
 
     def take_partitions(self, batch_time_ms: int) -> list[list[Any]]:
         """The batch with one RDD partition per Kafka partition, as Spark's direct stream has."""
-        parts = self._buffers.take(batch_time_ms)
+        for tp, end in list(self._replay_until.items()):
+            head = self._buffers.head_offset(tp)
+            if head is not None and head >= end:
+                # nothing below the end is left (retention, compaction): no replay to do
+                del self._replay_until[tp]
+        parts = self._buffers.take(batch_time_ms, self._replay_until)
         # kept until the next take, for ``rewind``
         self._taken = (batch_time_ms, {(p[0].topic, p[0].partition): p for p in parts if p})
         self._record_spans()
@@ -523,7 +579,16 @@ class KafkaSource:
         self._taken = (batch_ms, {})
         log.info("kafka_batch_rewound", offsets={tp: s.from_offset for tp, s in spans.items()})
 
+    def replaying(self) -> set[TopicPartitionKey]:
+        """Partitions whose records in the batch just taken were published by a crashed owner
+        (a partition without records in the batch replays nothing: its outputs are new)."""
+        return {tp for tp in self._taken[1] if tp in self._replay_until}
+
     def on_batch_persisted(self, batch_time_ms: int) -> None:
+        for tp, end in list(self._replay_until.items()):
+            if self._positions.get(tp, -1) >= end:
+                del self._replay_until[tp]
+                log.info("kafka_partition_replayed", partition=tp, until=end)
         for tp, offset in self._buffers.persisted(batch_time_ms).items():
             if tp in self._assigned:
                 self._committable[tp] = max(offset, self._committable.get(tp, offset))
@@ -603,7 +668,7 @@ class KafkaSource:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         if self._ledger is not None:
-            seeks = self._claim(sorted(tps))
+            seeks = self._claim(consumer, sorted(tps))
             for p in partitions:
                 p.offset = seeks.get((p.topic, p.partition), p.offset)
             cooperative = "cooperative" in str(self._config.get("partition.assignment.strategy"))
@@ -638,6 +703,7 @@ class KafkaSource:
             self._epochs.pop(tp, None)
             self._positions.pop(tp, None)
             self._spans.pop(tp, None)
+            self._replay_until.pop(tp, None)
         self._notify_changed(tps)
         log.info("kafka_partitions_" + reason, partitions=sorted(tps), dropped_records=dropped)
 

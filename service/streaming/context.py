@@ -373,9 +373,7 @@ class StreamingContext:
         self._notify("onBatchStarted", BatchEvent(info))
         for participant in self._participants:
             participant.begin(t)
-        errors = self._graph.run_batch(
-            BatchTime.at(t), after_take=lambda: self._crash.reached("batch_taken")
-        )
+        errors = self._graph.run_batch(BatchTime.at(t), after_take=self._after_take)
         info._num_records = self._graph.last_num_records
         errors.extend(self._flush_dead_letters())
         outage = self._ledger is not None and any(is_outage(e) for e in errors)
@@ -397,14 +395,14 @@ class StreamingContext:
             if outage or self._outputs_unavailable:
                 self._pause_for_outage(t)
             return
-        self._crash.reached("outputs_done")
+        self._crash_point("outputs_done")
         commit_started = time.perf_counter()
         self._persist(t)
         info._state_commit_s = time.perf_counter() - commit_started
-        self._crash.reached("state_persisted")
+        self._crash_point("state_persisted")
         for source in self._sources:
             source.on_batch_persisted(t)
-        self._crash.reached("offsets_committed")
+        self._crash_point("offsets_committed")
         self._next_batch_ms = t + self._batch_ms
         self._outage_backoff.reset()
         info._end_ms = self._clock.now_ms()
@@ -416,6 +414,19 @@ class StreamingContext:
         if backoff.failures == 0:
             log.warning("batch %d ms: pausing until Kafka and Redis answer", t)
         backoff.wait(self._stopping)
+
+    def _after_take(self) -> None:
+        self._crash_point("batch_taken")
+        replaying = {tp for s in self._sources for tp in getattr(s, "replaying", set)()}
+        for participant in self._participants:
+            skip = getattr(participant, "skip_tasks", None)
+            if skip is not None:
+                skip(replaying)
+
+    def _crash_point(self, step: str) -> None:
+        """Test crash points count batches that took records (an empty one proves little)."""
+        if self._graph.last_num_records > 0:
+            self._crash.reached(step)
 
     def _commit_outputs(self, t: int, errors: list[BaseException]) -> bool:
         """Commit the participants' transactions; False when the batch is abandoned instead.

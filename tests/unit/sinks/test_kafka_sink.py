@@ -333,3 +333,32 @@ def test_a_stuck_send_offsets_abandons_the_producer_and_the_next_batch_uses_a_ne
         ("commit",),
     ]
     release.set()
+
+
+def test_replayed_tasks_are_not_published_again_by_a_transactional_sink(
+    calls: list[tuple[Any, ...]], producers: list[RecordingProducer]
+) -> None:
+    """A crashed owner published these records (KafkaSource.replaying): state is rebuilt, the
+    records are not sent twice; the next batch publishes everything again."""
+    sink = sink_with(calls, producers)
+    sink.bind("wc", transactional=True)
+    sink.begin(1000)
+    sink.skip_tasks({("in", 0)})
+    sink(rdd([[("a", 1)], [("b", 2)]], [("in", 0), ("in", 1)]))
+    sink.precommit(1000, [])
+    produced = [c for c in calls if c[0] == "produce"]
+    assert [(c[2], c[3]) for c in produced] == [("b", "2")]
+    sink.begin(2000)
+    sink(rdd([[("a", 3)]], [("in", 0)]))
+    assert [c[2] for c in calls if c[0] == "produce"][-1] == "a"
+
+
+def test_a_plain_sink_does_not_skip(
+    calls: list[tuple[Any, ...]], producers: list[RecordingProducer]
+) -> None:
+    sink = sink_with(calls, producers)
+    sink.bind("wc", transactional=False)
+    sink.begin(1000)
+    sink.skip_tasks({("in", 0)})
+    sink(rdd([[("a", 1)]], [("in", 0)]))
+    assert [c[2] for c in calls if c[0] == "produce"] == ["a"]

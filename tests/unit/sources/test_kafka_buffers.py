@@ -105,3 +105,16 @@ def test_consumer_settings_turn_off_automatic_offsets_whatever_is_asked() -> Non
     assert config["auto.offset.reset"] == "latest"
     with pytest.raises(ValueError, match=r"group\.id"):
         consumer_settings({"bootstrap.servers": "b:9092"})
+
+
+def test_a_replay_batch_ends_exactly_at_its_offset_and_the_rest_follows() -> None:
+    buffers = PartitionBuffers(cap=None)
+    for o in (10, 11, 12, 14, 15):  # 13: a transaction marker, no record
+        buffers.add(rec(0, o))
+    buffers.add(rec(1, 7))
+    first = buffers.take(1000, until={("t", 0): 13})
+    assert [[r.offset for r in part] for part in first] == [[10, 11, 12], [7]]
+    assert buffers.head_offset(("t", 0)) == 14
+    second = buffers.take(2000, until={})
+    assert [[r.offset for r in part] for part in second] == [[14, 15]]
+    assert buffers.head_offset(("t", 0)) is None

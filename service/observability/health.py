@@ -70,7 +70,9 @@ class Liveness:
     """Live while no context has started yet (within the bound) or the active one progresses.
 
     A context whose loop died is STOPPED (the scheduler stops it on any loop error), so "ACTIVE
-    and progressing" covers both a dead and a stuck loop.
+    and progressing" covers both a dead and a stuck loop. A loop that waits for Kafka or Redis
+    to come back (``dependencies`` failing) is not stuck: the service pauses through an outage,
+    and a restart would not bring the dependency back.
     """
 
     def __init__(
@@ -79,8 +81,10 @@ class Liveness:
         progress: BatchProgress,
         default_interval_ms: int,
         monotonic: Callable[[], float] = time.monotonic,
+        dependencies: Mapping[str, CachedCheck] | None = None,
     ) -> None:
         self._context = context
+        self._dependencies = dict(dependencies or {})
         self._progress = progress
         self._default_interval_ms = default_interval_ms
         self._monotonic = monotonic
@@ -101,9 +105,12 @@ class Liveness:
         state = ssc.getState()
         if state != ACTIVE:
             return Verdict(False, {"context": f"streaming context is {state}"})
-        if idle > bound:
+        if idle > bound and not self._waiting_for_dependency():
             return Verdict(False, {"batches": f"no batch progress for {idle:.0f}s"})
         return Verdict(True, {})
+
+    def _waiting_for_dependency(self) -> bool:
+        return any(check() is not None for check in self._dependencies.values())
 
 
 Check = Callable[[], None]

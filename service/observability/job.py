@@ -66,8 +66,9 @@ class JobObservability:
         self.progress = BatchProgress()
         self._context = context
         interval_ms = round(conf.batch_interval_seconds * 1000)
-        self.liveness = Liveness(context, self.progress, interval_ms)
-        self.readiness = Readiness(context, checks if checks is not None else default_checks(conf))
+        dependencies = checks if checks is not None else default_checks(conf)
+        self.liveness = Liveness(context, self.progress, interval_ms, dependencies=dependencies)
+        self.readiness = Readiness(context, dependencies)
         self.server = ObservabilityServer(
             self.registry,
             self.liveness.check,

@@ -175,6 +175,10 @@ class KafkaSink:
             "linger.ms": 5,
             # see the module docstring: lets librdkafka find a restarted coordinator again
             "connections.max.idle.ms": 5000,
+            # a transaction a crashed instance left open holds back read_committed readers of
+            # its output partitions until the broker aborts it (or a restart with the same
+            # instance id does); batches commit theirs within seconds
+            "transaction.timeout.ms": 15000,
         }
         config.update(producer_config or {})
         self.topic = topic

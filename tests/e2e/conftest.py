@@ -6,6 +6,7 @@ Kafka and Redis (``kafka_bootstrap``, ``redis_url``, ``kafka_broker``, ``redis_s
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,10 @@ from typing import Any
 
 import pytest
 
+from service.devstack.process import free_port
+from tests.e2e.support.checker import Producing, make_plan
 from tests.e2e.support.fleet import Fleet
+from tests.e2e.support.scenario import INSTANCES, KEYS, Run, StartRun
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -63,3 +67,34 @@ def make_fleet(
 def topics(create_topic: Callable[..., str]) -> tuple[str, str]:
     """A 6-partition input topic and a 6-partition output topic, fresh per test."""
     return create_topic(partitions=6), create_topic(partitions=6)
+
+
+@pytest.fixture
+def start_run(
+    make_fleet: Callable[..., Fleet],
+    topics: tuple[str, str],
+    kafka_bootstrap: str,
+    redis_url: str,
+) -> StartRun:
+    def start(
+        name: str,
+        rng: random.Random,
+        *,
+        records: int,
+        rate: float,
+        instances: int = INSTANCES,
+        env: dict[str, str] | None = None,
+        metrics: bool = False,
+    ) -> Run:
+        input_topic, output_topic = topics
+        fleet = make_fleet(input_topic, output_topic, extra_env=env)
+        for _ in range(instances):
+            own = {"DSTREAMS_METRICS_PORT": str(free_port())} if metrics else {}
+            fleet.add(own).env.update(own)  # kept for restarts
+        plan = make_plan(KEYS, records, rng)
+        producing = Producing(kafka_bootstrap, input_topic, plan, rng, rate=rate).start()
+        return Run(
+            name, fleet, plan, producing, input_topic, output_topic, kafka_bootstrap, redis_url
+        )
+
+    return start

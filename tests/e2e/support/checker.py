@@ -14,13 +14,13 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from service.state.redis_client import connect
 from service.streaming.persistence import loads
 
 Plan = dict[str, int]  # key -> n_k, the number of records (sequence numbers 1..n_k)
@@ -57,8 +57,16 @@ class Producing:
         plan: Plan,
         rng: random.Random,
         rate: float | None = None,
+        extra: Sequence[tuple[bytes | None, bytes | None]] = (),
     ) -> None:
         self.records = interleave(plan, rng)
+        # records outside the plan (e.g. poison ones), each sent just before the plan record at a
+        # random place; they carry no sequence number, and ``extra_delivered`` tells where each
+        # landed as (partition, offset, key, value). No extra: the rng is not drawn from.
+        self.extra_at: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+        for record in extra:
+            self.extra_at.setdefault(rng.randrange(len(self.records) + 1), []).append(record)
+        self.extra_delivered: list[tuple[int, int, bytes | None, bytes | None]] = []
         self.sent = 0
         self.error: BaseException | None = None
         self._bootstrap = bootstrap
@@ -93,6 +101,12 @@ class Producing:
             if err is not None:
                 failures.append(err)
 
+        def extra_delivered(err: KafkaError | None, msg: Any) -> None:
+            if err is not None:
+                failures.append(err)
+            else:
+                self.extra_delivered.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
+
         producer = Producer(
             {
                 "bootstrap.servers": self._bootstrap,
@@ -103,20 +117,28 @@ class Producing:
                 "message.timeout.ms": 300000,
             }
         )
+
+        def send(key: str | bytes | None, value: str | bytes | None, on_delivery: Any) -> None:
+            while True:
+                try:
+                    producer.produce(self._topic, key=key, value=value, on_delivery=on_delivery)
+                    return
+                except BufferError:
+                    producer.poll(0.1)
+
         started = time.monotonic()
         for i, (key, seq) in enumerate(self.records):
             if self._rate is not None:
                 ahead = started + i / self._rate - time.monotonic()
                 if ahead > 0:
                     time.sleep(ahead)
-            while True:
-                try:
-                    producer.produce(self._topic, key=key, value=str(seq), on_delivery=delivered)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
+            for extra_key, extra_value in self.extra_at.get(i, ()):
+                send(extra_key, extra_value, extra_delivered)
+            send(key, str(seq), delivered)
             producer.poll(0)
             self.sent = i + 1
+        for extra_key, extra_value in self.extra_at.get(len(self.records), ()):
+            send(extra_key, extra_value, extra_delivered)
         remaining = producer.flush(300)
         if remaining or failures:
             raise RuntimeError(f"producer: {remaining} unflushed, failures {failures[:3]}")
@@ -152,12 +174,24 @@ def wait_drained(
     quiet_s: float = 4.0,
     on_tick: Callable[[], object] | None = None,
 ) -> Drain:
-    """Until the group's lag on the input is 0 and the output topic stopped growing.
+    """Until the group's lag on the input is 0 and the output topic stopped growing, with no
+    transaction left open on it (its last stable offset, what a ``read_committed`` reader may
+    read up to, is its high watermark; a killed instance's open transaction holds it back
+    until the broker aborts it).
 
     Never judges speed: the timeout only bounds a run that will not drain at all.
     """
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False}
+    )
+    # watermarks follow the consumer's isolation level: read_committed (librdkafka's default)
+    # gives the last stable offset, read_uncommitted the high watermark
+    uncommitted = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{group_id}-watermarks",
+            "isolation.level": "read_uncommitted",
+        }
     )
     started = time.monotonic()
     lag, out_total = -1, -1
@@ -172,11 +206,12 @@ def wait_drained(
                     [TopicPartition(input_topic, p) for p in highs], timeout=30
                 )
                 out_now = sum(_high_watermarks(consumer, output_topic).values())
+                out_written = sum(_high_watermarks(uncommitted, output_topic).values())
             except Exception:  # a broker restarting: ask again
                 time.sleep(1.0)
                 continue
             lag = sum(highs[tp.partition] - max(tp.offset, 0) for tp in committed)
-            if out_now != out_total or lag != 0:
+            if out_now != out_total or lag != 0 or out_written != out_now:
                 out_total, quiet_since = out_now, None
             elif quiet_since is None:
                 quiet_since = time.monotonic()
@@ -186,14 +221,16 @@ def wait_drained(
         return Drain(False, lag, out_total, time.monotonic() - started)
     finally:
         consumer.close()
+        uncommitted.close()
 
 
 def read_state(redis_url: str, job_name: str) -> dict[str, tuple[int, int, int]]:
     """The job's per-key state from every state map of the job (global or partition-scoped).
 
-    A key found in several maps is summed, so a copy left behind shows as doubled.
+    A key found in several maps is summed, so a copy left behind shows as doubled. A
+    ``redis+cluster://`` URL reads every master of the cluster.
     """
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     state: dict[str, tuple[int, int, int]] = {}
     try:
         for name in client.scan_iter(match=f"dstreams:*{job_name}*:s*:state", count=1000):
@@ -216,7 +253,7 @@ def read_state(redis_url: str, job_name: str) -> dict[str, tuple[int, int, int]]
 
 def ledger_shards(redis_url: str, job_name: str) -> int:
     """How many partitions of the job have a commit ledger (0: the job commits without one)."""
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         return sum(1 for _ in client.scan_iter(match=f"dstreams:*{job_name}*:ledger", count=1000))
     finally:

@@ -156,7 +156,11 @@ class Fleet:
 
     def add(self, extra_env: Mapping[str, str] | None = None) -> Instance:
         """Start one more instance (it joins the group, which rebalances)."""
-        instance = Instance(len(self.instances), self.log_dir, self.argv, dict(self.env))
+        index = len(self.instances)
+        # a stable id per replica, as a StatefulSet's pod name: a restarted instance's producer
+        # aborts the transaction its predecessor left open at once (service/sinks/kafka.py)
+        env = {**self.env, "DSTREAMS_INSTANCE_ID": f"{self.job_name}-{index}"}
+        instance = Instance(index, self.log_dir, self.argv, env)
         self.instances.append(instance)
         instance.start(extra_env)
         return instance

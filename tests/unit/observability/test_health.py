@@ -52,6 +52,30 @@ def test_live_while_batches_progress_and_dead_when_they_stall() -> None:
     assert "batches" in verdict.failed
 
 
+def test_a_loop_waiting_for_a_dependency_that_is_down_is_not_stuck() -> None:
+    """The service pauses through an outage; restarting the pod would not bring Redis back."""
+    clock = Monotonic()
+    redis_up = [True]
+
+    def redis_ping() -> None:
+        if not redis_up[0]:
+            raise ConnectionError("refused")
+
+    liveness = Liveness(
+        lambda: Ctx(),
+        BatchProgress(clock),
+        1000,
+        clock,
+        dependencies={"redis": CachedCheck(redis_ping, 0, clock)},
+    )
+    clock.now += 120
+    assert not liveness.check().ok  # stuck while Redis answers
+    redis_up[0] = False
+    assert liveness.check().ok  # waiting for Redis
+    redis_up[0] = True
+    assert not liveness.check().ok
+
+
 def test_a_long_interval_allows_ten_intervals() -> None:
     clock = Monotonic()
     ctx = Ctx(batchDurationMs=20_000)

@@ -1,0 +1,146 @@
+"""The moving parts of one exactly-once scenario (tests/e2e): a fleet, a producer, the verdict.
+
+Shared by the scenario modules; ``start_run`` (tests/e2e/conftest.py) builds a ``Run``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tests.e2e.support.checker import (
+    Plan,
+    Producing,
+    Report,
+    ledger_shards,
+    read_output,
+    read_state,
+    verify,
+    wait_drained,
+)
+from tests.e2e.support.fleet import Fleet, Instance
+
+KEYS = 50
+# E2E_INSTANCES=1 separates what a fault does from what moving partitions between members does
+INSTANCES = int(os.environ.get("E2E_INSTANCES", "3"))
+
+
+def seeded(name: str) -> random.Random:
+    seed = int(os.environ.get("E2E_SEED", random.SystemRandom().randrange(2**32)))
+    print(f"\n{name}: seed {seed} (E2E_SEED={seed} replays it)")
+    return random.Random(seed)
+
+
+@dataclass
+class Run:
+    """One scenario's moving parts, so that each test reads as its fault and nothing else."""
+
+    name: str
+    fleet: Fleet
+    plan: Plan
+    producing: Producing
+    input_topic: str
+    output_topic: str
+    kafka_bootstrap: str
+    redis_url: str
+
+    def while_producing(self, seconds: float) -> None:
+        """Sleep up to ``seconds`` while reviving instances that died on their own."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.fleet.revive()
+            time.sleep(0.1)
+
+    def finish(self, trials: int = 0) -> Report:
+        """Let the producer end, drain, judge; prints the report (and logs nothing else)."""
+        while not self.producing.done():
+            self.while_producing(0.5)
+        self.producing.join()
+        drain = wait_drained(
+            self.kafka_bootstrap,
+            self.fleet.group_id,
+            self.input_topic,
+            self.output_topic,
+            # revive what dies meanwhile: draining needs members
+            on_tick=self.fleet.revive,
+        )
+        report = verify(
+            self.name,
+            self.plan,
+            read_state(self.redis_url, self.fleet.job_name),
+            read_output(self.kafka_bootstrap, self.output_topic),
+            trials=trials,
+            drained=drain.drained,
+        )
+        if not drain.drained:
+            report.notes.append(f"not drained after {drain.waited_s:.0f} s, lag {drain.lag}")
+        if ledger_shards(self.redis_url, self.fleet.job_name):
+            # the service's log lines for a refused or abandoned batch (service/commit/ledger.py,
+            # service/streaming/context.py)
+            report.fenced = self.fleet.count_in_logs(r"not applied: FENCED|not committed, fenced")
+            report.duplicates_refused = self.fleet.count_in_logs(r"not applied: DUPLICATE")
+        else:
+            report.notes.append("fenced/duplicates: the job ran without a commit ledger")
+        exits = self.fleet.unexpected_exits()
+        if exits:
+            report.notes.append(f"instances that exited unasked and were restarted: {exits}")
+        print(report.summary())
+        return report
+
+    def readiness(self) -> dict[int, int]:
+        """Each running instance's /readyz status (0: no answer); needs ``metrics=True``."""
+        codes: dict[int, int] = {}
+        for instance in self.fleet.running():
+            port = instance.env.get("DSTREAMS_METRICS_PORT")
+            if port is None:
+                raise RuntimeError("readiness needs start_run(..., metrics=True)")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                    codes[instance.index] = r.status
+            except urllib.error.HTTPError as exc:
+                codes[instance.index] = exc.code
+            except OSError:
+                codes[instance.index] = 0
+        return codes
+
+    def watch_readiness(self, seconds: float) -> dict[int, set[int]]:
+        """The /readyz statuses each instance answered over ``seconds`` (reviving meanwhile)."""
+        seen: dict[int, set[int]] = {}
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for index, code in self.readiness().items():
+                seen.setdefault(index, set()).add(code)
+            self.while_producing(0.5)
+        return seen
+
+
+StartRun = Callable[..., Run]
+
+
+def assert_exact(report: Report) -> None:
+    assert report.drained, report.summary()
+    assert report.lost == 0, report.summary()
+    assert report.doubled_state == 0, report.summary()
+    assert report.doubled_output == 0, report.summary()
+    assert report.lost_output == 0, report.summary()
+    assert report.bad_keys == 0 and report.output_mismatch == 0, report.summary()
+
+
+def random_kills(run: Run, rng: random.Random, trials: int, gap_s: tuple[float, float]) -> int:
+    """SIGKILL a random running instance every ``gap_s`` seconds and restart it at once."""
+    done = 0
+    while done < trials:
+        run.while_producing(rng.uniform(*gap_s))
+        running = run.fleet.running()
+        if not running:
+            continue
+        victim: Instance = rng.choice(running)
+        victim.kill()
+        done += 1
+        victim.start()
+    return done

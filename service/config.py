@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     dlq_topic: str | None = Field(default=None, min_length=1)
     dlq_max_attempts: int = Field(default=3, ge=1)
     max_record_bytes: int | None = Field(default=None, ge=1)
+    # SIGTERM/SIGINT: how long the batch in flight may take to commit before the process exits
+    # anyway (below Kubernetes' default terminationGracePeriodSeconds of 30)
+    shutdown_grace_seconds: float = Field(default=25.0, gt=0)
 
     @field_validator("redis_url")
     @classmethod

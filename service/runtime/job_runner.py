@@ -161,28 +161,58 @@ def active_contexts() -> list[Any]:
     return [] if active is None else [active]
 
 
+# Exit status when the graceful stop overran its grace period (EX_SOFTWARE).
+OVERRAN_EXIT_CODE = 70
+
+
 class GracefulStop:
     """SIGTERM/SIGINT: stop active contexts gracefully on a helper thread; a second one exits.
 
     The stop runs off the signal handler because it waits for the batch in flight, and the main
-    thread is the one that must return from ``awaitTermination`` meanwhile.
+    thread is the one that must return from ``awaitTermination`` meanwhile. A stop that takes
+    longer than ``grace_seconds`` (a job function that never returns) ends the process with
+    ``OVERRAN_EXIT_CODE``: the batch in flight is then not committed, and read again at restart.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, grace_seconds: float = 25.0, exit: Callable[[int], object] = os._exit
+    ) -> None:
         self.requested = threading.Event()
         self._job_ended = threading.Event()
+        self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        self.watcher: threading.Thread | None = None
+        self._grace_seconds = grace_seconds
+        self._exit = exit
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested.is_set():
             log.warning("forced_exit", signal=signal.Signals(signum).name)
-            os._exit(128 + signum)
+            self._exit(128 + signum)
+            return
         self.requested.set()
-        log.info("stopping_gracefully", signal=signal.Signals(signum).name)
+        log.info(
+            "stopping_gracefully",
+            signal=signal.Signals(signum).name,
+            grace_seconds=self._grace_seconds,
+        )
         self._thread = threading.Thread(target=self._stop_all, name="dstreams-stop", daemon=True)
         self._thread.start()
+        self.watcher = threading.Thread(target=self._watch, name="dstreams-stop-watch", daemon=True)
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        if not self._stopped.wait(self._grace_seconds):
+            log.error("graceful_stop_overran", grace_seconds=self._grace_seconds)
+            self._exit(OVERRAN_EXIT_CODE)
 
     def _stop_all(self) -> None:
+        try:
+            self._stop_contexts()
+        finally:
+            self._stopped.set()
+
+    def _stop_contexts(self) -> None:
         # A signal during the job's setup comes before its context starts: wait for it.
         while not self._job_ended.is_set():
             contexts = active_contexts()
@@ -244,7 +274,7 @@ def run_job(spec: str, argv: Sequence[str] = (), base: Settings | None = None) -
     job = resolve_job(spec)
     conf = job_settings(conf, job)
     log.info("job_starting", job=spec, kind=job.kind, job_name=conf.job_name)
-    stopper = GracefulStop()
+    stopper = GracefulStop(conf.shutdown_grace_seconds)
     code = 0
     with _signals(stopper), _job_environment(job, conf, argv), serve_observability(conf):
         try:

@@ -116,7 +116,6 @@ class StreamingContext:
         self._recover = False
         self._ledger: BatchLedger | None = None
         self._crash = CrashPoints()
-        self._outputs_unavailable = False
         # outputs whose batch commits with the ledger step (transactional Kafka sinks)
         self._participants: list[BatchParticipant] = []
 
@@ -388,16 +387,25 @@ class StreamingContext:
             self._record_error(exc)
         if errors:
             info._failure = f"{type(errors[0]).__name__}: {errors[0]}"
-        committed = self._commit_outputs(t, errors)
-        if not committed:
+        reason = self._commit_outputs(t, errors)
+        if reason is not None:
+            if outage:
+                reason = "outage"
+            elif reason == "error" and all(isinstance(e, RetryBatch) for e in errors):
+                reason = "outputs"
+            info._retry_reason = None if reason == "error" else reason
             info._end_ms = self._clock.now_ms()
             self._notify("onBatchCompleted", BatchEvent(info))
-            if outage or self._outputs_unavailable:
+            if reason == "outage":
                 self._pause_for_outage(t)
             return
         self._crash_point("outputs_done")
         commit_started = time.perf_counter()
-        self._persist(t)
+        if not self._persist(t):
+            info._retry_reason = "outage"
+            info._end_ms = self._clock.now_ms()
+            self._notify("onBatchCompleted", BatchEvent(info))
+            return
         info._state_commit_s = time.perf_counter() - commit_started
         self._crash_point("state_persisted")
         for source in self._sources:
@@ -428,8 +436,9 @@ class StreamingContext:
         if self._graph.last_num_records > 0:
             self._crash.reached(step)
 
-    def _commit_outputs(self, t: int, errors: list[BaseException]) -> bool:
-        """Commit the participants' transactions; False when the batch is abandoned instead.
+    def _commit_outputs(self, t: int, errors: list[BaseException]) -> str | None:
+        """Commit the participants' transactions; None, or why the batch is abandoned instead
+        ("error": it raised; "fenced", "outage", "outputs": its outputs could not commit).
 
         A ledger job never commits a batch that raised or whose outputs could not commit: it
         aborts them, skips the ledger step and takes the same records again (``_abandon``).
@@ -440,29 +449,30 @@ class StreamingContext:
             if failure is not None:
                 log.error("batch %d ms: output failed", t, exc_info=failure)
                 self._record_error(failure)
-            return True
+            return None
         if errors:
             abort_all(self._participants, t)
             self._abandon(t)
-            return False
+            return "error"
         groups = [
             g
             for s in self._sources
             if isinstance(s, GroupOffsetSource) and (g := s.group_offsets()) is not None
         ]
-        self._outputs_unavailable = False
         failure = precommit_all(self._participants, t, groups)
         if failure is None:
-            return True
+            return None
         if isinstance(failure, OutputFencedError):
+            reason = "fenced"
             log.warning("batch %d ms not committed, fenced: %s", t, failure)
         elif is_outage(failure):
-            self._outputs_unavailable = True
+            reason = "outage"
             log.warning("batch %d ms not committed, Kafka unavailable: %s", t, failure)
         else:
+            reason = "outputs"
             log.error("batch %d ms not committed: outputs failed", t, exc_info=failure)
         self._abandon(t)
-        return False
+        return reason
 
     def _outputFailed(self, t: int) -> None:
         """An output op raised: discard what participants wrote in this batch so far. Outputs may
@@ -484,17 +494,31 @@ class StreamingContext:
                     self._fatal(exc)
         log.info("batch %d ms abandoned: tasks %s will be read again", t, self._graph.batch_tasks)
 
-    def _persist(self, t: int) -> None:
-        """The batch's state (and, for Kafka jobs, its offsets) reach the store, or nothing."""
+    def _persist(self, t: int) -> bool:
+        """The batch's state (and, for Kafka jobs, its offsets) reach the store, or nothing.
+
+        False when a stop interrupted the ledger's retries through an outage: the batch is not
+        committed and is read again at restart (its published outputs are then replayed
+        without being published again: ``KafkaSource``, "Replays").
+        """
         job = self._graph.job_state()
         if self._ledger is None:
             job.commit()
-            return
+            return True
         writes, job.writes = job.writes, StateWrites()
         spans = [s for s in self._sources if isinstance(s, SpanSource)]
-        for done in commit_tasks(
-            self._ledger, self._job_name, t, self._graph.batch_tasks, writes, spans
-        ):
+        try:
+            results = commit_tasks(
+                self._ledger, self._job_name, t, self._graph.batch_tasks, writes, spans
+            )
+        except Exception as exc:
+            if not (self._stopping.is_set() and is_outage(exc)):
+                raise
+            log.warning("batch %d ms not committed: stopping while Redis is unavailable", t)
+            for task in self._graph.batch_tasks:
+                self._graph.forget_task(task)
+            return False
+        for done in results:
             outcome = done.result.outcome if done.result is not None else None
             if outcome is Outcome.FENCED or outcome is Outcome.GAP:
                 log.warning(
@@ -509,6 +533,7 @@ class StreamingContext:
                 # the cache, so a kept cache would never write them (e.g. ``present``) and the
                 # next owner would restore a state without them. Re-read the store instead.
                 self._graph.forget_task(done.task)
+        return True
 
     def _shutdown(self) -> None:
         with self._cond:

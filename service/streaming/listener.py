@@ -70,6 +70,7 @@ class BatchInfo:
     # not in Spark's BatchInfo: what the metrics listener needs (service/observability)
     _failure: str | None = None
     _state_commit_s: float | None = None
+    _retry_reason: str | None = None
 
     def batchTime(self) -> Time:
         return Time(self._batch_ms)
@@ -107,6 +108,12 @@ class BatchInfo:
     def state_commit_seconds(self) -> float | None:
         """How long persisting the batch's state took (not a Spark method)."""
         return self._state_commit_s
+
+    def retry_reason(self) -> str | None:
+        """Why the batch was not committed and its records are taken again, when that is not a
+        job error (not a Spark method): "outage" (Kafka or Redis unavailable), "fenced" (its
+        partitions moved), "outputs" (an output failed; the records' attempts are counted)."""
+        return self._retry_reason
 
 
 @dataclass(frozen=True)

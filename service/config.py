@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     # SIGTERM/SIGINT: how long the batch in flight may take to commit before the process exits
     # anyway (below Kubernetes' default terminationGracePeriodSeconds of 30)
     shutdown_grace_seconds: float = Field(default=25.0, gt=0)
+    # each ledger commit waits for this many Redis replicas (WAIT), and with redis_wait_aof for
+    # the AOF fsync too (WAITAOF, Redis 7.2+); docs/exactly-once.md, "Operating Redis"
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    redis_wait_aof: bool = False
+    redis_wait_timeout_ms: int = Field(default=1000, ge=1)
 
     @field_validator("redis_url")
     @classmethod

@@ -55,6 +55,18 @@ ACTIVE = "ACTIVE"
 STOPPED = "STOPPED"
 
 
+def ledger_durability() -> dict[str, Any]:
+    """``WAIT``/``WAITAOF`` options of the ledger, from the runner's settings (or the env)."""
+    from service.runtime.job_runner import settings
+
+    conf = settings()
+    return {
+        "wait_replicas": conf.redis_wait_replicas,
+        "wait_aof": conf.redis_wait_aof,
+        "wait_timeout_ms": conf.redis_wait_timeout_ms,
+    }
+
+
 class StreamingContext:
     """``StreamingContext(batchDuration)`` or ``StreamingContext(sc, batchDuration)``.
 
@@ -292,7 +304,9 @@ class StreamingContext:
             )
             return
         # Redis down: retry until it answers (the service pauses), or until the job stops
-        self._ledger = BatchLedger(store.client, retry_seconds=None, interrupt=self._stopping)
+        self._ledger = BatchLedger(
+            store.client, retry_seconds=None, interrupt=self._stopping, **ledger_durability()
+        )
         for source in self._sources:
             attach = getattr(source, "attach_ledger", None)
             if attach is not None:

@@ -83,3 +83,15 @@ def test_settings_are_frozen() -> None:
 def test_consumer_group_defaults_to_the_job_name() -> None:
     assert load_settings().consumer_group("wc") == "dstreams-wc"
     assert load_settings({"group_id": "g"}).consumer_group("wc") == "g"
+
+
+def test_ledger_durability_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.streaming.context import ledger_durability
+
+    for name in ("REPLICAS", "AOF", "TIMEOUT_MS"):
+        monkeypatch.delenv(f"DSTREAMS_REDIS_WAIT_{name}", raising=False)
+    assert ledger_durability() == {"wait_replicas": 0, "wait_aof": False, "wait_timeout_ms": 1000}
+    monkeypatch.setenv("DSTREAMS_REDIS_WAIT_REPLICAS", "1")
+    monkeypatch.setenv("DSTREAMS_REDIS_WAIT_AOF", "true")
+    monkeypatch.setenv("DSTREAMS_REDIS_WAIT_TIMEOUT_MS", "250")
+    assert ledger_durability() == {"wait_replicas": 1, "wait_aof": True, "wait_timeout_ms": 250}

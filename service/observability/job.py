@@ -25,7 +25,7 @@ from service.observability.health import (
     redis_check,
 )
 from service.observability.http import ObservabilityServer
-from service.observability.metrics import DStreamsMetrics, MetricsListener
+from service.observability.metrics import DependencyCollector, DStreamsMetrics, MetricsListener
 
 if TYPE_CHECKING:
     from service.streaming.context import StreamingContext
@@ -67,6 +67,8 @@ class JobObservability:
         self._context = context
         interval_ms = round(conf.batch_interval_seconds * 1000)
         dependencies = checks if checks is not None else default_checks(conf)
+        self._job_name = conf.job_name
+        self.registry.register(DependencyCollector(dependencies, self._job_names))
         self.liveness = Liveness(context, self.progress, interval_ms, dependencies=dependencies)
         self.readiness = Readiness(context, dependencies)
         self.server = ObservabilityServer(
@@ -92,6 +94,14 @@ class JobObservability:
         ssc.addStreamingListener(
             MetricsListener(self.metrics, ssc.jobName, lambda: ssc.input_sources)
         )
+
+    def _job_names(self) -> list[str]:
+        """The jobs whose contexts were attached; before the first, the configured name, so an
+        outage at start-up shows too."""
+        names = self.metrics.jobs()
+        if not names and self._job_name is not None:
+            names = [self._job_name]
+        return names
 
     def start(self) -> None:
         self.server.start()

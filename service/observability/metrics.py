@@ -4,13 +4,16 @@ Everything lives in a registry the caller gives, so tests and several contexts n
 process-wide default one. Kafka figures (records and lag per partition, client errors) are read
 from the sources once per batch, on the batch thread that owns their consumers, and served by a
 custom collector from that snapshot: a scrape never touches a consumer, and a revoked partition
-simply disappears from the next scrape instead of leaving a stale gauge behind.
+simply disappears from the next scrape instead of leaving a stale gauge behind. The same
+snapshot carries what the exactly-once machinery did (dead letters sent, partitions replayed or
+resynced); whether Kafka and Redis answer is asked at scrape time, through the cached checks
+``/readyz`` uses.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +24,13 @@ from prometheus_client.registry import Collector
 from service.streaming.listener import StreamingListener
 
 PREFIX = "dstreams"
-BATCH_STATUSES = ("completed", "failed")
+# retried: not committed, its records are taken again (BatchInfo.retry_reason); failed: a job
+# of the batch raised (the job's own error)
+BATCH_STATUSES = ("completed", "failed", "retried")
+RETRY_REASONS = ("outage", "fenced", "outputs")
 # error kinds always exported (at 0 until they happen) so dashboards and alerts see a series
 ERROR_KINDS = ("batch", "kafka_consume", "kafka_commit")
+PARTITION_EVENTS = ("replay", "resync")
 
 # seconds: from a fast in-memory batch to one that overruns a long interval
 _SECONDS_BUCKETS = (
@@ -47,6 +54,8 @@ _SECONDS_BUCKETS = (
 _RECORDS_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
 TopicPartitionKey = tuple[str, int]
+# (dead-letter topic, reason)
+DeadLetterKey = tuple[str, str]
 
 
 class DStreamsMetrics:
@@ -56,8 +65,16 @@ class DStreamsMetrics:
         self.registry = registry
         self.batches = Counter(
             f"{PREFIX}_batches",
-            "Batches finished, by outcome (failed: a job of the batch raised).",
+            "Batches finished, by outcome (failed: a job of the batch raised; retried: not"
+            " committed, its records are taken again).",
             ["job_name", "status"],
+            registry=registry,
+        )
+        self.retried = Counter(
+            f"{PREFIX}_batches_retried",
+            "Batches not committed and taken again, by reason: outage (Kafka or Redis"
+            " unavailable), fenced (its partitions moved), outputs (an output failed).",
+            ["job_name", "reason"],
             registry=registry,
         )
         self.processing = Histogram(
@@ -107,43 +124,70 @@ class DStreamsMetrics:
         """Create the job's series at zero so rates, failures and alerts exist before events."""
         for status in BATCH_STATUSES:
             self.batches.labels(job_name=job, status=status)
+        for reason in RETRY_REASONS:
+            self.retried.labels(job_name=job, reason=reason)
         for family in (self.processing, self.scheduling_delay, self.state_commit):
             family.labels(job_name=job)
         self.batch_records.labels(job_name=job)
         self.input_records.labels(job_name=job)
-        self.snapshots.update(job, {}, {}, dict.fromkeys(ERROR_KINDS, 0))
+        self.snapshots.update(
+            job,
+            SourceFigures(
+                errors=dict.fromkeys(ERROR_KINDS, 0), events=dict.fromkeys(PARTITION_EVENTS, 0)
+            ),
+        )
+
+    def jobs(self) -> list[str]:
+        """The jobs whose series exist (a listener was made for them)."""
+        return self.snapshots.jobs()
 
 
 @dataclass
-class JobSnapshot:
-    """One job's Kafka figures and error counts as of its last batch."""
+class SourceFigures:
+    """What one batch read from the sources: the batch's records per partition, and the lag and
+    the cumulative counts as they stand after it."""
 
     records: dict[TopicPartitionKey, int] = field(default_factory=dict)
     lag: dict[TopicPartitionKey, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[DeadLetterKey, int] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class JobSnapshot:
+    """One job's Kafka figures, error, dead-letter and partition-event counts as of its last
+    batch."""
+
+    records: dict[TopicPartitionKey, int] = field(default_factory=dict)
+    lag: dict[TopicPartitionKey, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[DeadLetterKey, int] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)
 
 
 class SnapshotCollector(Collector):
-    """Serves per-partition records, consumer lag and errors by kind of every job."""
+    """Serves per-partition records, consumer lag, errors by kind, dead letters and partition
+    events of every job."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, JobSnapshot] = {}
 
-    def update(
-        self,
-        job: str,
-        batch_records: dict[TopicPartitionKey, int],
-        lag: dict[TopicPartitionKey, int],
-        errors: dict[str, int],
-    ) -> None:
-        """Add a batch's records per partition; replace lag and the (cumulative) error counts."""
+    def update(self, job: str, figures: SourceFigures) -> None:
+        """Add a batch's records per partition; replace lag and the cumulative counts."""
         with self._lock:
             snap = self._jobs.setdefault(job, JobSnapshot())
-            for tp, n in batch_records.items():
+            for tp, n in figures.records.items():
                 snap.records[tp] = snap.records.get(tp, 0) + n
-            snap.lag = dict(lag)
-            snap.errors.update(errors)
+            snap.lag = dict(figures.lag)
+            snap.errors.update(figures.errors)
+            snap.dead_letters.update(figures.dead_letters)
+            snap.events.update(figures.events)
+
+    def jobs(self) -> list[str]:
+        with self._lock:
+            return sorted(self._jobs)
 
     def collect(self) -> Iterator[Metric]:
         records = CounterMetricFamily(
@@ -162,6 +206,18 @@ class SnapshotCollector(Collector):
             "Errors by kind: batch (a job of the batch raised), kafka_consume, kafka_commit.",
             labels=["job_name", "kind"],
         )
+        dead_letters = CounterMetricFamily(
+            f"{PREFIX}_dead_letters",
+            "Records sent to a dead-letter topic, by that topic and reason: too_large,"
+            " undecodable, job_error.",
+            labels=["job_name", "dlq_topic", "reason"],
+        )
+        events = CounterMetricFamily(
+            f"{PREFIX}_kafka_partition_events",
+            "Partitions replayed at a claim (a crashed owner published the batch) and resynced"
+            " to the ledger's position after a gap.",
+            labels=["job_name", "event"],
+        )
         with self._lock:
             for job, snap in sorted(self._jobs.items()):
                 for (topic, partition), n in sorted(snap.records.items()):
@@ -170,32 +226,45 @@ class SnapshotCollector(Collector):
                     lag.add_metric([job, topic, str(partition)], n)
                 for kind, n in sorted(snap.errors.items()):
                     errors.add_metric([job, kind], n)
+                for (dlq_topic, reason), n in sorted(snap.dead_letters.items()):
+                    dead_letters.add_metric([job, dlq_topic, reason], n)
+                for event, n in sorted(snap.events.items()):
+                    events.add_metric([job, event], n)
         yield records
         yield lag
         yield errors
+        yield dead_letters
+        yield events
 
     def describe(self) -> Iterator[Metric]:
         # Without this, registering would call collect() to learn the names.
         return self.collect()
 
 
-def _kafka_figures(
-    sources: Iterable[Any],
-) -> tuple[dict[TopicPartitionKey, int], dict[TopicPartitionKey, int], dict[str, int]]:
-    """Records of the last batch, lag and error counts of the sources that read Kafka."""
-    records: dict[TopicPartitionKey, int] = {}
-    lag: dict[TopicPartitionKey, int] = {}
-    errors: dict[str, int] = {}
+def _add(into: dict[Any, int], counts: Mapping[Any, int]) -> None:
+    for key, n in counts.items():
+        into[key] = into.get(key, 0) + n
+
+
+def _kafka_figures(sources: Iterable[Any]) -> SourceFigures:
+    """Records of the last batch, lag, and the cumulative counts of the sources that read Kafka."""
+    figures = SourceFigures()
+    queues: dict[int, Any] = {}
     for source in sources:
         if not hasattr(source, "partition_lag"):
             continue
         for span in source.last_offset_ranges:
-            tp = (span.topic, span.partition)
-            records[tp] = records.get(tp, 0) + span.records
-        lag.update(source.partition_lag())
-        for kind, n in source.error_counts.items():
-            errors[kind] = errors.get(kind, 0) + n
-    return records, lag, errors
+            _add(figures.records, {(span.topic, span.partition): span.records})
+        figures.lag.update(source.partition_lag())
+        _add(figures.errors, source.error_counts)
+        _add(figures.events, getattr(source, "partition_events", {}))
+        dlq = getattr(source, "dead_letters", None)
+        if dlq is not None:
+            queues[id(dlq)] = dlq  # a queue shared by several streams is counted once
+    for dlq in queues.values():
+        topic = dlq.policy.topic
+        _add(figures.dead_letters, {(topic, r): n for r, n in dlq.sent_by_reason.items()})
+    return figures
 
 
 class MetricsListener(StreamingListener):
@@ -223,6 +292,16 @@ class MetricsListener(StreamingListener):
     def onBatchCompleted(self, batchCompleted: Any) -> None:
         info = batchCompleted.batchInfo()
         m, job = self._metrics, self._job
+        retry = info.retry_reason()
+        figures = _kafka_figures(self._sources())
+        if retry is not None:
+            # Nothing of the batch is committed and its records come again in a later batch,
+            # where they are counted: here only the retry and the counts that moved meanwhile.
+            m.batches.labels(job_name=job, status="retried").inc()
+            m.retried.labels(job_name=job, reason=retry).inc()
+            figures.records = {}
+            m.snapshots.update(job, figures)
+            return
         failed = info.failure_reason() is not None
         m.batches.labels(job_name=job, status="failed" if failed else "completed").inc()
         self._failed_batches += int(failed)
@@ -236,6 +315,44 @@ class MetricsListener(StreamingListener):
         m.batch_records.labels(job_name=job).observe(n)
         m.input_records.labels(job_name=job).inc(n)
         m.last_completed.labels(job_name=job).set(info.batchTime().milliseconds() / 1000.0)
-        records, lag, errors = _kafka_figures(self._sources())
-        errors["batch"] = self._failed_batches
-        m.snapshots.update(job, records, lag, errors)
+        figures.errors["batch"] = self._failed_batches
+        m.snapshots.update(job, figures)
+
+
+DependencyCheck = Callable[[], str | None]
+"""A cached dependency check (``health.CachedCheck``): None when the dependency answers."""
+
+
+class DependencyCollector(Collector):
+    """Serves whether each dependency answers, asked at scrape time of the checks ``/readyz``
+    uses: cached and time-limited, so a scrape costs no more than a probe and never waits longer
+    than the checks' timeouts. Asked at scrape time, not per batch, because during an outage
+    batches pause, and a ledger call waiting for Redis finishes none at all."""
+
+    def __init__(
+        self, checks: Mapping[str, DependencyCheck], jobs: Callable[[], Iterable[str]]
+    ) -> None:
+        self._checks = dict(checks)
+        self._jobs = jobs
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            f"{PREFIX}_dependency_up",
+            "1 when the dependency (kafka, redis) answers the readiness check, 0 when not;"
+            " the job pauses and retries while one is down.",
+            labels=["job_name", "dependency"],
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        up = self._family()
+        jobs = sorted(set(self._jobs()))
+        if jobs:
+            answers = {name: check() is None for name, check in sorted(self._checks.items())}
+            for job in jobs:
+                for name, ok in answers.items():
+                    up.add_metric([job, name], 1.0 if ok else 0.0)
+        yield up
+
+    def describe(self) -> Iterator[Metric]:
+        # registering must not run the checks
+        yield self._family()

@@ -41,6 +41,9 @@ MAX_MESSAGE_CHARS = 2000
 DLQ_TOPIC_PARAM = "dstreams.dlq.topic"
 REPLAYED_FROM = "dstreams.replayed.from"
 ORIGIN_TOPIC = "__connect.errors.topic"
+# why a record was dead-lettered, counted for metrics: key + value over the limit, the decoders
+# or messageHandler raised (both rejected by the source), a job function kept raising on it
+DEAD_LETTER_REASONS = ("too_large", "undecodable", "job_error")
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -142,10 +145,19 @@ class DeadLetterQueue:
         self._pending = 0
         self._flush_timeout_s = flush_timeout_s
         self.sent = 0
+        # records rejected by the source (``reject``), by reason; the rest of ``sent`` failed a job
+        self._rejected = {"too_large": 0, "undecodable": 0}
 
     @property
     def max_attempts(self) -> int:
         return self.policy.max_attempts
+
+    @property
+    def sent_by_reason(self) -> dict[str, int]:
+        """Dead letters queued since the queue was built, by reason, every DEAD_LETTER_REASONS
+        present (for metrics, which export them from 0)."""
+        rejected = sum(self._rejected.values())
+        return {**self._rejected, "job_error": max(0, self.sent - rejected)}
 
     def attach_attempts(self, attempts: AttemptCounter) -> None:
         """Count in Redis (the context attaches it with the ledger)."""
@@ -158,6 +170,12 @@ class DeadLetterQueue:
 
     def exhausted(self, attempts: int) -> bool:
         return attempts >= self.max_attempts
+
+    def reject(self, record: FailedRecord, exc: BaseException) -> None:
+        """Dead-letter a record the source cannot hand out (too large, undecodable) at once: the
+        failure is deterministic, so its attempts go straight to the maximum."""
+        self.send(record, exc, self.count_attempt(record, final=True))
+        self._rejected["too_large" if isinstance(exc, RecordTooLarge) else "undecodable"] += 1
 
     def send(self, record: FailedRecord, exc: BaseException, attempts: int) -> None:
         """Queue the dead letter; ``flush`` makes it durable."""

@@ -241,6 +241,8 @@ class KafkaSource:
         self._errors_seen: set[int] = set()
         # kind -> errors so far, for metrics
         self._error_counts: dict[str, int] = {"kafka_consume": 0, "kafka_commit": 0}
+        # partitions replayed at a claim and resynced to the ledger so far, for metrics
+        self._partition_events: dict[str, int] = {"replay": 0, "resync": 0}
         # with a ledger: owner epoch, and the offset the next batch of a partition starts at
         self._ledger: PartitionLedger | None = None
         self._job = ""
@@ -319,6 +321,7 @@ class KafkaSource:
             self._forget([tp], reason="fenced")
             return
         self._notify_changed([tp])
+        self._partition_events["resync"] += 1
         log.warning("kafka_partition_resynced", partition=tp, offset=next_offset, dropped=dropped)
 
     def _reset_offset(self) -> int:
@@ -372,6 +375,7 @@ class KafkaSource:
             ahead = committed_offset > start if start >= 0 else start == OFFSET_BEGINNING
             if ahead:
                 self._replay_until[tp] = committed_offset
+                self._partition_events["replay"] += 1
                 log.warning(
                     "kafka_partition_replay", partition=tp, start=start, until=committed_offset
                 )
@@ -394,6 +398,12 @@ class KafkaSource:
     def error_counts(self) -> dict[str, int]:
         """Consume and commit errors since the source was built, by kind (for metrics)."""
         return dict(self._error_counts)
+
+    @property
+    def partition_events(self) -> dict[str, int]:
+        """Partitions replayed at a claim ("replay") and resynced to the ledger's position after
+        a gap ("resync") since the source was built (for metrics)."""
+        return dict(self._partition_events)
 
     def partition_lag(self) -> dict[TopicPartitionKey, int]:
         """Records of each owned partition not yet handed to a batch (for metrics).
@@ -525,7 +535,7 @@ class KafkaSource:
                 element = record if self._convert is None else self._convert(record)
             except Exception as exc:
                 # deterministic: another attempt would fail the same way
-                dlq.send(record, exc, dlq.count_attempt(record, final=True))
+                dlq.reject(record, exc)
                 continue
             kept.append(record)
             elements.append(element)

@@ -27,15 +27,23 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "dstreams.json"
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 
+# An output that raises on a poison record: its batches are retried (reason "outputs") until
+# the record's attempts reach the maximum and it is dead-lettered (docs/dead-letters.md).
 JOB = """
 import sys
 
 from service.streaming.kafka import KafkaUtils
+
+
+def refuse_poison(rdd):
+    if rdd.filter(lambda kv: kv[1] == "poison").count():
+        raise ValueError("poison record")
 
 
 def setup(ssc):
@@ -44,6 +52,7 @@ def setup(ssc):
         lambda new, old: sum(new) + (old or 0)
     )
     counts.foreachRDD(lambda rdd: rdd.count())
+    pairs.foreachRDD(refuse_poison)
 """
 
 
@@ -145,12 +154,17 @@ def end(process: subprocess.Popen[bytes]) -> int:
 
 
 def test_every_panel_query_returns_series(
-    tmp_path: Path, kafka_bootstrap: str, redis_url: str, producing: str
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    redis_url: str,
+    producing: str,
+    create_topic: Callable[..., str],
 ) -> None:
     prometheus = shutil.which("prometheus")
     assert prometheus is not None, "prometheus is not installed: run scripts/setup"
 
     job_name = f"obs-{uuid.uuid4().hex[:8]}"
+    create_topic(f"{job_name}-dlq")  # the job's default dead-letter topic
     metrics_port = free_port()
     job_file = tmp_path / "observed_job.py"
     job_file.write_text(JOB)
@@ -204,14 +218,27 @@ def test_every_panel_query_returns_series(
             "dstreams_kafka_consumer_lag_records",
             "dstreams_last_completed_batch_timestamp_seconds",
             "dstreams_errors_total",
+            "dstreams_batches_retried_total",
+            "dstreams_dependency_up",
+            "dstreams_dead_letters_total",
+            "dstreams_kafka_partition_events_total",
         ]
 
         def exported() -> bool:
             status, exposition = http_get(f"{job_url}/metrics")
             assert status == 200
-            return all(f'{name}{{job_name="{job_name}"' in exposition for name in names)
+            samples = {
+                sample.name
+                for family in text_string_to_metric_families(exposition)
+                for sample in family.samples
+                if sample.labels.get("job_name") == job_name
+            }
+            return samples >= set(names)
 
         wait_for(exported, 60, f"/metrics to export {names}")
+        poison = Producer({"bootstrap.servers": kafka_bootstrap})
+        poison.produce(producing, key=b"p", value=b"poison")
+        assert poison.flush(30) == 0
 
         wait_for(lambda: http_get(f"{base}/-/ready")[0] == 200, 60, "Prometheus to be ready")
         queries = panel_queries(json.loads(DASHBOARD.read_text()))
@@ -246,6 +273,33 @@ def test_every_panel_query_returns_series(
             base, f'sum by (partition) (dstreams_kafka_records_total{{job_name="{job_name}"}}) > 0'
         )
         assert {r["metric"]["partition"] for r in partitions} == {"0", "1"}
+
+        # the poison record: its batches retried for their output, then it was dead-lettered
+        def seen(query: str) -> bool:
+            return bool(prom_query(base, query.replace("JOB", job_name)))
+
+        wait_for(
+            lambda: seen('dstreams_dead_letters_total{job_name="JOB",reason="job_error"} > 0'),
+            90,
+            "the poison record's dead letter in Prometheus",
+        )
+        assert seen('dstreams_batches_retried_total{job_name="JOB",reason="outputs"} > 0')
+        assert seen('dstreams_batches_total{job_name="JOB",status="retried"} > 0')
+        assert seen('dstreams_batches_total{job_name="JOB",status="failed"} == 0')
+        up = prom_query(base, f'dstreams_dependency_up{{job_name="{job_name}"}} == 1')
+        assert {r["metric"]["dependency"] for r in up} == {"kafka", "redis"}
+
+        def dead_letter_alert_fires() -> bool:
+            status, body = http_get(f"{base}/api/v1/alerts")
+            assert status == 200
+            return any(
+                a["labels"]["alertname"] == "DStreamsDeadLetters"
+                and a["labels"].get("job_name") == job_name
+                and a["state"] == "firing"
+                for a in json.loads(body)["data"]["alerts"]
+            )
+
+        wait_for(dead_letter_alert_fires, 60, "the dead-letter alert to fire")
     finally:
         end(prom)
         code = end(job)

@@ -1,4 +1,5 @@
-"""/readyz follows the real Redis and Kafka going away and coming back (issue 5)."""
+"""/readyz and dstreams_dependency_up follow the real Redis and Kafka going away and coming back
+(issue 5)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ def readyz(obs: JobObservability) -> tuple[int, dict[str, str]]:
             return response.status, json.loads(response.read())["failed"]
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())["failed"]
+
+
+def dependency_up(obs: JobObservability, dependency: str) -> float | None:
+    """The gauge as a scrape serves it (the collector asks the cached checks)."""
+    return obs.registry.get_sample_value(
+        "dstreams_dependency_up", {"job_name": "readiness", "dependency": dependency}
+    )
 
 
 def eventually(predicate: Callable[[], bool], seconds: float = 60.0) -> bool:
@@ -61,15 +69,21 @@ def observed(kafka_bootstrap: str, redis_url: str) -> Iterator[JobObservability]
 def test_readyz_is_503_naming_redis_while_redis_is_stopped(
     observed: JobObservability, redis_server: ServiceHandle
 ) -> None:
+    # the series is labelled with the context's job once the watcher attached it
+    assert eventually(lambda: dependency_up(observed, "redis") == 1.0)
+    assert dependency_up(observed, "kafka") == 1.0
     redis_server.stop()
     try:
         assert eventually(lambda: readyz(observed)[0] == 503)
         status, failed = readyz(observed)
         assert status == 503
         assert set(failed) == {"redis"}
+        assert eventually(lambda: dependency_up(observed, "redis") == 0.0)
+        assert dependency_up(observed, "kafka") == 1.0
     finally:
         redis_server.start()
     assert eventually(lambda: readyz(observed)[0] == 200), readyz(observed)
+    assert eventually(lambda: dependency_up(observed, "redis") == 1.0)
 
 
 def test_readyz_is_503_naming_kafka_while_the_broker_is_stopped(
@@ -81,6 +95,9 @@ def test_readyz_is_503_naming_kafka_while_the_broker_is_stopped(
         status, failed = readyz(observed)
         assert status == 503
         assert set(failed) == {"kafka"}
+        assert eventually(lambda: dependency_up(observed, "kafka") == 0.0)
+        assert dependency_up(observed, "redis") == 1.0
     finally:
         kafka_broker.start()
     assert eventually(lambda: readyz(observed)[0] == 200, 120), readyz(observed)
+    assert eventually(lambda: dependency_up(observed, "kafka") == 1.0, 120)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.observability.metrics import DStreamsMetrics, MetricsListener
 from service.runtime.clock import ManualClock
-from service.sources.kafka import OffsetSpan
+from service.sinks.dead_letter import DeadLetterPolicy, DeadLetterQueue, RecordTooLarge
+from service.sources.kafka import KafkaRecord, OffsetSpan
 from service.streaming import StreamingContext
 from service.streaming.listener import BatchEvent, BatchInfo
 from service.streaming.testing import run_batches
@@ -54,26 +57,46 @@ def test_series_exist_at_zero_before_any_batch() -> None:
     """Dashboards and alerts on failures need the series before the first failure."""
     registry = CollectorRegistry()
     MetricsListener(DStreamsMetrics(registry), "idle")
-    assert value(registry, "dstreams_batches_total", job_name="idle", status="failed") == 0
-    assert value(registry, "dstreams_batches_total", job_name="idle", status="completed") == 0
+    for status in ("completed", "failed", "retried"):
+        assert value(registry, "dstreams_batches_total", job_name="idle", status=status) == 0
+    for reason in ("outage", "fenced", "outputs"):
+        assert (
+            value(registry, "dstreams_batches_retried_total", job_name="idle", reason=reason) == 0
+        )
     for kind in ("batch", "kafka_consume", "kafka_commit"):
         assert value(registry, "dstreams_errors_total", job_name="idle", kind=kind) == 0
+    for event in ("replay", "resync"):
+        assert (
+            value(registry, "dstreams_kafka_partition_events_total", job_name="idle", event=event)
+            == 0
+        )
 
 
 class FakeKafkaSource:
-    """The three read-only members the listener uses of a KafkaSource."""
+    """The read-only members the listener uses of a KafkaSource."""
 
-    def __init__(self) -> None:
+    def __init__(self, dead_letters: DeadLetterQueue | None = None) -> None:
         self.last_offset_ranges: list[OffsetSpan] = []
         self.lag: dict[tuple[str, int], int] = {}
         self.error_counts = {"kafka_consume": 0, "kafka_commit": 0}
+        self.partition_events = {"replay": 0, "resync": 0}
+        self.dead_letters = dead_letters
 
     def partition_lag(self) -> dict[tuple[str, int], int]:
         return dict(self.lag)
 
 
-def complete(listener: MetricsListener, batch_ms: int, records: int) -> None:
+def complete(
+    listener: MetricsListener,
+    batch_ms: int,
+    records: int,
+    *,
+    failure: str | None = None,
+    retry: str | None = None,
+) -> None:
     info = BatchInfo(batch_ms, batch_ms, batch_ms, batch_ms + 5, records)
+    info._failure = failure
+    info._retry_reason = retry
     listener.onBatchStarted(BatchEvent(info))
     listener.onBatchCompleted(BatchEvent(info))
 
@@ -130,3 +153,133 @@ def test_a_second_metric_set_on_one_registry_is_refused() -> None:
     DStreamsMetrics(registry)
     with pytest.raises(ValueError, match="Duplicated"):
         DStreamsMetrics(registry)
+
+
+def test_retried_batches_count_by_reason_apart_from_failures() -> None:
+    """A batch taken again is neither a job error nor progress: its records count once, later."""
+    registry = CollectorRegistry()
+    source = FakeKafkaSource()
+    listener = MetricsListener(DStreamsMetrics(registry), "r", lambda: [source])
+    source.last_offset_ranges = [OffsetSpan("t", 0, 0, 4, 4)]
+    complete(listener, 1000, 4, failure="KafkaException: transport", retry="outage")
+    complete(listener, 1000, 4, retry="outage")  # the ledger step met the outage
+    complete(listener, 1000, 4, retry="fenced")
+    complete(listener, 1000, 4, failure="RetryBatch: output raised", retry="outputs")
+    complete(listener, 1000, 4)  # the same records, committed at last
+    source.last_offset_ranges = []
+    complete(listener, 2000, 0, failure="ValueError: broken state")
+
+    def batches(status: str) -> float | None:
+        return value(registry, "dstreams_batches_total", job_name="r", status=status)
+
+    def retried(reason: str) -> float | None:
+        return value(registry, "dstreams_batches_retried_total", job_name="r", reason=reason)
+
+    assert (batches("retried"), batches("completed"), batches("failed")) == (4, 1, 1)
+    assert (retried("outage"), retried("fenced"), retried("outputs")) == (2, 1, 1)
+    assert value(registry, "dstreams_errors_total", job_name="r", kind="batch") == 1
+    assert value(registry, "dstreams_input_records_total", job_name="r") == 4
+    assert value(registry, "dstreams_batch_processing_seconds_count", job_name="r") == 2
+    records = value(
+        registry, "dstreams_kafka_records_total", job_name="r", topic="t", partition="0"
+    )
+    assert records == 4
+    assert value(registry, "dstreams_batch_scheduling_delay_seconds_count", job_name="r") == 6
+
+
+def test_a_retried_batch_leaves_the_last_completed_batch_time_alone() -> None:
+    registry = CollectorRegistry()
+    listener = MetricsListener(DStreamsMetrics(registry), "l")
+    complete(listener, 1000, 1)
+    complete(listener, 2000, 1, retry="outage")
+    assert value(registry, "dstreams_last_completed_batch_timestamp_seconds", job_name="l") == 1.0
+
+
+def test_counts_that_move_during_retries_are_exported_after_a_retried_batch() -> None:
+    """During an outage every batch is retried: lag and errors must still follow."""
+    registry = CollectorRegistry()
+    source = FakeKafkaSource()
+    listener = MetricsListener(DStreamsMetrics(registry), "o", lambda: [source])
+    source.lag = {("t", 0): 40}
+    source.error_counts = {"kafka_consume": 3, "kafka_commit": 0}
+    source.partition_events = {"replay": 0, "resync": 1}
+    complete(listener, 1000, 2, retry="outage")
+    lag = value(
+        registry, "dstreams_kafka_consumer_lag_records", job_name="o", topic="t", partition="0"
+    )
+    assert lag == 40
+    assert value(registry, "dstreams_errors_total", job_name="o", kind="kafka_consume") == 3
+    assert value(registry, "dstreams_errors_total", job_name="o", kind="batch") == 0
+    assert (
+        value(registry, "dstreams_kafka_partition_events_total", job_name="o", event="resync") == 1
+    )
+
+
+def test_partition_replays_and_resyncs_are_summed_over_sources() -> None:
+    registry = CollectorRegistry()
+    a, b = FakeKafkaSource(), FakeKafkaSource()
+    listener = MetricsListener(DStreamsMetrics(registry), "p", lambda: [a, b])
+    a.partition_events = {"replay": 2, "resync": 0}
+    b.partition_events = {"replay": 1, "resync": 5}
+    complete(listener, 1000, 0)
+
+    def events(event: str) -> float | None:
+        return value(registry, "dstreams_kafka_partition_events_total", job_name="p", event=event)
+
+    assert (events("replay"), events("resync")) == (3, 5)
+
+
+def record(offset: int) -> KafkaRecord:
+    return KafkaRecord("orders", 0, offset, b"k", b"v")
+
+
+@pytest.fixture
+def dlq() -> Iterator[DeadLetterQueue]:
+    """A real queue whose producer points at no broker: sending only queues (never flushed)."""
+    queue = DeadLetterQueue(
+        DeadLetterPolicy("orders-dlq"),
+        "d",
+        {"bootstrap.servers": "127.0.0.1:9", "message.timeout.ms": 1000},
+        flush_timeout_s=0.1,
+    )
+    yield queue
+    queue.close()
+
+
+def test_dead_letter_queue_counts_what_it_sends_by_reason(dlq: DeadLetterQueue) -> None:
+    assert dlq.sent_by_reason == {"too_large": 0, "undecodable": 0, "job_error": 0}
+    dlq.send(record(1), ValueError("boom"), 3)
+    dlq.reject(record(2), UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))
+    dlq.send(record(3), ValueError("boom again"), 3)
+    dlq.reject(record(4), RecordTooLarge("record of 99 bytes exceeds the limit of 16"))
+    dlq.reject(record(5), ValueError("messageHandler raised"))
+    assert dlq.sent_by_reason == {"too_large": 1, "undecodable": 2, "job_error": 2}
+    assert dlq.sent == 5
+
+
+def test_a_rejected_record_goes_straight_to_the_maximum_attempts(dlq: DeadLetterQueue) -> None:
+    dlq.reject(record(1), ValueError("undecodable"))
+    assert dlq.count_attempt(record(1)) == dlq.max_attempts + 1
+
+
+def test_dead_letters_are_exported_by_topic_and_reason_from_zero(dlq: DeadLetterQueue) -> None:
+    registry = CollectorRegistry()
+    # two streams sharing one queue must not count its dead letters twice
+    sources = [FakeKafkaSource(dlq), FakeKafkaSource(dlq)]
+    listener = MetricsListener(DStreamsMetrics(registry), "d", lambda: sources)
+
+    def sent(reason: str) -> float | None:
+        return value(
+            registry,
+            "dstreams_dead_letters_total",
+            job_name="d",
+            dlq_topic="orders-dlq",
+            reason=reason,
+        )
+
+    complete(listener, 1000, 0)
+    assert (sent("too_large"), sent("undecodable"), sent("job_error")) == (0, 0, 0)
+    dlq.reject(record(1), RecordTooLarge("too big"))
+    dlq.send(record(2), ValueError("boom"), 3)
+    complete(listener, 2000, 2, failure="RetryBatch: output raised", retry="outputs")
+    assert (sent("too_large"), sent("undecodable"), sent("job_error")) == (1, 0, 1)

@@ -76,7 +76,8 @@ class FailedRecord(Protocol):
 
 
 def default_topic(job: str) -> str:
-    return f"{job}-dlq"
+    """``<job>-dlq``; a ``:`` (legal in job names, not in topic names) becomes ``.``."""
+    return f"{job.replace(':', '.')}-dlq"
 
 
 def error_headers(

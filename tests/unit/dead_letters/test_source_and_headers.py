@@ -99,3 +99,14 @@ def test_policy_refuses_nonsense() -> None:
         DeadLetterPolicy("t", max_attempts=0)
     with pytest.raises(ValueError):
         DeadLetterPolicy("")
+
+
+def test_the_default_dead_letter_topic_is_a_legal_topic_name() -> None:
+    import re
+
+    from service.sinks.dead_letter import default_topic
+
+    assert default_topic("wordcount") == "wordcount-dlq"
+    topic = default_topic("team:wordcount")
+    assert topic == "team.wordcount-dlq"
+    assert re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic)

@@ -251,6 +251,7 @@ class KafkaSource:
         self._spans: dict[TopicPartitionKey, LedgerSpan] = {}
         # partitions whose outputs up to this offset were published by a crashed owner
         self._replay_until: dict[TopicPartitionKey, int] = {}
+        self._replay_unrecorded = True
         self._partition_listener: Callable[[TopicPartitionKey], None] | None = None
 
     def on_partitions_changed(self, listener: Callable[[TopicPartitionKey], None]) -> None:
@@ -258,10 +259,17 @@ class KafkaSource:
         claimed, revoked, lost or fenced: whatever was cached for it may be stale now."""
         self._partition_listener = listener
 
-    def attach_ledger(self, ledger: PartitionLedger, job: str) -> None:
-        """Make Redis the authority on positions; called by the context before ``start``."""
+    def attach_ledger(
+        self, ledger: PartitionLedger, job: str, *, replay_unrecorded: bool = True
+    ) -> None:
+        """Make Redis the authority on positions; called by the context before ``start``.
+
+        ``replay_unrecorded`` False (a job started afresh, its state dropped): a partition the
+        ledger never recorded is not replayed, since its outputs are meant to be produced anew.
+        """
         self._ledger = ledger
         self._job = job
+        self._replay_unrecorded = replay_unrecorded
 
     def attach_attempts(self, attempts: AttemptCounter) -> None:
         """Count failed attempts in Redis (called by the context with the ledger)."""
@@ -372,7 +380,10 @@ class KafkaSource:
             committed_offset = answer.offset
             if answer.error is not None or committed_offset < 0:
                 continue
-            ahead = committed_offset > start if start >= 0 else start == OFFSET_BEGINNING
+            if start >= 0:
+                ahead = committed_offset > start
+            else:
+                ahead = self._replay_unrecorded and start == OFFSET_BEGINNING
             if ahead:
                 self._replay_until[tp] = committed_offset
                 self._partition_events["replay"] += 1

@@ -310,7 +310,8 @@ class StreamingContext:
         for source in self._sources:
             attach = getattr(source, "attach_ledger", None)
             if attach is not None:
-                attach(self._ledger, self._job_name)
+                # a fresh start means to produce every output anew (PySpark without checkpoint)
+                attach(self._ledger, self._job_name, replay_unrecorded=self._recover)
             # a partition that moves (to us, or away) must be re-read from Redis next time
             listen = getattr(source, "on_partitions_changed", None)
             if listen is not None:

@@ -7,9 +7,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from service.commit.ledger import BatchLedger, Shard
 from service.sources.kafka import KafkaRecord, KafkaSource
+from service.state.base import StateWrites
 
 WAIT_SECONDS = 30.0
 
@@ -270,3 +273,45 @@ def test_resync_reads_on_from_the_ledgers_offset(
         source.resync((topic, 0), 8)
         last = take_until(source, 3000, 2)
         assert [r.offset for r in last] == [8, 9]
+
+
+def test_a_group_offset_ahead_of_the_ledger_is_replayed_exactly_to_it(
+    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+) -> None:
+    """The crash window between a batch's transaction and its ledger step: the group is at 8,
+    the ledger at 4. The claim replays [4, 8) as batches ending exactly at 8 and names the
+    partition in ``replaying()`` until then; a fresh start does not replay an unrecorded one."""
+    topic = create_topic(partitions=2)
+    produce(kafka_bootstrap, topic, 0, [f"a{i}" for i in range(12)])
+    produce(kafka_bootstrap, topic, 1, [f"b{i}" for i in range(3)])
+    group, job = f"g-{uuid.uuid4().hex}", f"replay-{uuid.uuid4().hex[:8]}"
+    committer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    committer.commit(
+        offsets=[TopicPartition(topic, 0, 8), TopicPartition(topic, 1, 2)], asynchronous=False
+    )
+    committer.close()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ledger = BatchLedger(client, retry_seconds=5)
+        shard = Shard(job, topic, 0)
+        ledger.commit_batch(shard, ledger.acquire_epoch(shard), 1, 0, 4, StateWrites())
+
+        source = new_source(kafka_bootstrap, topic, group)
+        source.attach_ledger(ledger, job, replay_unrecorded=False)
+        with running(source):
+            replay: list[KafkaRecord] = []
+            replaying: set[tuple[str, int]] = set()
+            give_up = time.monotonic() + WAIT_SECONDS
+            while len(replay) < 4 + 3 and time.monotonic() < give_up:
+                source.fill(time.monotonic() + 0.5)
+                replay.extend(source.take_batch(1000))
+                replaying |= source.replaying()
+            assert [r.offset for r in replay if r.partition == 0] == [4, 5, 6, 7]
+            assert [r.offset for r in replay if r.partition == 1] == [0, 1, 2]
+            assert replaying == {(topic, 0)}  # partition 1: a fresh start, not replayed
+            source.on_batch_persisted(1000)
+            rest = take_until(source, 2000, 4)
+            assert [r.offset for r in rest] == [8, 9, 10, 11]
+            assert source.replaying() == set()
+    finally:
+        client.close()

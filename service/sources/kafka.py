@@ -363,10 +363,9 @@ class KafkaSource:
     def _find_replays(self, consumer: Consumer, seeks: Mapping[TopicPartitionKey, int]) -> None:
         """Partitions whose group offset is ahead of where we start (see the module docstring).
 
-        ``committed`` waits for transactional offset commits still in flight (librdkafka asks
-        for stable offsets under ``read_committed``, KIP-447), so a crashed owner's last
-        transaction is settled before it is compared. Without an answer nothing is replayed,
-        and outputs may repeat one batch, as before.
+        The crashed owner's transaction had committed (the crash came after
+        ``commit_transaction`` returned); should its offsets not be visible yet, or ``committed``
+        not answer, nothing is replayed and outputs may repeat one batch: never a loss.
         """
         asked = [TopicPartition(t, p) for t, p in seeks]
         try:

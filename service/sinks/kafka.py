@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from service.commit.batch import GroupOffsets, OutputFencedError
+from service.runtime.deadline import DeadlineExceeded, call_with_deadline
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +66,6 @@ _FENCING_CODES = frozenset(
 _COMMIT_ATTEMPTS = 3
 # How long past its own timeout a transactional call may block before the producer is abandoned.
 _DEADLINE_GRACE_S = 5.0
-T = TypeVar("T")
 
 
 class _Batch(Protocol):
@@ -85,32 +84,6 @@ class ProducerStuckError(KafkaSinkError):
     """A transactional call did not return by its deadline (see the module docstring)."""
 
     outage = True  # the broker side is in trouble, not the batch (service.runtime.outage)
-
-
-def call_with_deadline(what: str, deadline_s: float, call: Callable[[], T]) -> T:
-    """``call()`` on a helper thread; raise ``ProducerStuckError`` if it is not back in time.
-
-    The stuck thread is left behind (a call into librdkafka cannot be interrupted); it ends when
-    the call finally returns, its result discarded.
-    """
-    outcome: list[tuple[bool, Any]] = []
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            outcome.append((True, call()))
-        except BaseException as exc:  # handed to the caller's thread below
-            outcome.append((False, exc))
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name=f"dstreams-{what}", daemon=True).start()
-    if not done.wait(deadline_s):
-        raise ProducerStuckError(f"{what} did not return within {deadline_s:.0f} s")
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value  # type: ignore[no-any-return]
 
 
 def pair_to_key_value(record: Any) -> tuple[Payload, Payload]:
@@ -380,7 +353,10 @@ class KafkaSink:
         )
 
     def _bounded(self, what: str, call: Callable[[], None]) -> None:
-        call_with_deadline(what, self._flush_timeout_s + _DEADLINE_GRACE_S, call)
+        try:
+            call_with_deadline(what, self._flush_timeout_s + _DEADLINE_GRACE_S, call)
+        except DeadlineExceeded as exc:
+            raise ProducerStuckError(str(exc)) from exc
 
     def _abandon_producer(self, why: str) -> None:
         """Drop a producer stuck in a call; the next one's ``init_transactions`` fences it."""

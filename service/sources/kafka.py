@@ -41,6 +41,7 @@ from confluent_kafka import (
 from service.commit.attempts import AttemptCounter
 from service.commit.batch import GroupOffsets
 from service.commit.ledger import Position, Shard
+from service.runtime.deadline import DeadlineExceeded, call_with_deadline
 from service.sinks.dead_letter import DeadLetterQueue, RecordTooLarge, record_size
 
 log = structlog.get_logger(__name__)
@@ -51,6 +52,11 @@ TopicPartitionKey = tuple[str, int]
 _MAX_POLL_SECONDS = 0.5
 _CONSUME_BATCH = 500
 _COMMITTED_TIMEOUT_SECONDS = 30.0
+# How long a claim waits for the group's offsets (inside a rebalance callback; without them
+# nothing is replayed).
+_REPLAY_CHECK_SECONDS = 10.0
+# How long a stop waits for the consumer to leave its group (within the stop's grace period).
+_CLOSE_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +375,7 @@ class KafkaSource:
         """
         asked = [TopicPartition(t, p) for t, p in seeks]
         try:
-            answers = consumer.committed(asked, timeout=_COMMITTED_TIMEOUT_SECONDS)
+            answers = consumer.committed(asked, timeout=_REPLAY_CHECK_SECONDS)
         except KafkaException as exc:
             log.warning("kafka_replay_check_failed", error=str(exc))
             return
@@ -621,7 +627,12 @@ class KafkaSource:
         # a commit that failed earlier gets a last chance while the partitions are still ours
         self._commit(list(self._committable))
         consumer, self._consumer = self._consumer, None
-        consumer.close()
+        try:
+            # Leaving the group can wait on a rebalance in progress; everything of ours is
+            # persisted by now, and the group drops a member that went silent anyway.
+            call_with_deadline("consumer_close", _CLOSE_SECONDS, consumer.close)
+        except DeadlineExceeded as exc:
+            log.warning("kafka_consumer_close_slow", error=str(exc))
         if self.dead_letters is not None:
             self.dead_letters.close()
         self._assigned.clear()

@@ -84,9 +84,14 @@ def _as_batch(result: Any) -> BatchRDD | None:
     raise TypeError(f"transform function must return an RDD or None, not {type(result).__name__}")
 
 
-def _require_tasks(rdd: BatchRDD, op: str) -> None:
-    """Kafka inputs keep state per partition: a batch of mixed records cannot have state."""
-    if any(task is None for task in rdd.tasks):
+def _task_groups(rdd: BatchRDD, op: str) -> list[tuple[Task, list[list[Any]]]]:
+    """The batch's partitions by Kafka partition (task), for state kept per task.
+
+    Kafka inputs keep state per partition: a batch of mixed records cannot have state. Empty
+    partitions of no task are left out: a shuffle of a batch without any Kafka partition (an
+    instance that owns none yet) makes ``numPartitions`` of them, and they hold nothing to keep.
+    """
+    if any(task is None and part for task, part in zip(rdd.tasks, rdd.partitions, strict=True)):
         raise ValueError(
             f"{op}: the job reads Kafka, so its state is kept per Kafka partition, but this "
             "stream's batch holds records of no single partition (a global aggregation such as "
@@ -95,6 +100,7 @@ def _require_tasks(rdd: BatchRDD, op: str) -> None:
             "e.g. map records to (key, value) pairs and use reduceByKeyAndWindow or "
             "updateStateByKey, so each partition keeps its own state"
         )
+    return [(task, parts) for task, parts in rdd._task_groups() if task is not None]
 
 
 def _pairs_without_task(rdd: BatchRDD, pair: Callable[[Any], Any]) -> BatchRDD:
@@ -718,12 +724,10 @@ class _SliceLog:
             for entries in self.task_entries.values():
                 entries[t] = None
             return
-        _require_tasks(rdd, self.op)
-        groups = rdd._task_groups()
+        groups = _task_groups(rdd, self.op)
         encoded = [(task, self._encode(parts)) for task, parts in groups]
         job = self.stream._job
         for task, fields in encoded:
-            assert task is not None
             self._open(task, t)[t] = fields
             self._write(job.slice_name(self.stream._id, t, task), fields)
 
@@ -1062,15 +1066,14 @@ class _StateDStream(DStream):
         if rdd is None:
             known = [s.to_rdd() for s in self._task_state.values() if s.present]
             return self._ctx.union(known)
-        _require_tasks(rdd, "updateStateByKey")
+        groups = _task_groups(rdd, "updateStateByKey")
         if self._initial is not None:
             raise ValueError(
                 "updateStateByKey: initialRDD cannot be used when the job reads Kafka: state "
                 "is kept per Kafka partition and an initial RDD's keys belong to none"
             )
         results: list[tuple[_KeyedState, BatchRDD]] = []
-        for task, parts in rdd._task_groups():
-            assert task is not None
+        for task, parts in groups:
             state = _task_states(self, self._task_state, task)
             last = state.to_rdd() if state.present else None
             batch = BatchRDD(parts, self._ctx, [task] * len(parts))

@@ -4,7 +4,6 @@ broker's side is covered by tests/integration/sinks)."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,8 +20,6 @@ from service.commit.batch import (
 from service.sinks.kafka import (
     KafkaSink,
     KafkaSinkError,
-    ProducerStuckError,
-    call_with_deadline,
     instance_id,
     record_headers,
     transactional_id,
@@ -291,18 +288,6 @@ def test_foreach_rdd_registers_participants_and_wrappers() -> None:
         assert log == ["direct.bind(False)", "wrapped.bind(False)"]
     finally:
         ssc.stop()
-
-
-def test_call_with_deadline_returns_raises_or_gives_up() -> None:
-    assert call_with_deadline("add", 1.0, lambda: 1 + 1) == 2
-    with pytest.raises(ZeroDivisionError):
-        call_with_deadline("divide", 1.0, lambda: 1 // 0)
-    release = threading.Event()
-    started = time.monotonic()
-    with pytest.raises(ProducerStuckError, match="wait did not return within"):
-        call_with_deadline("wait", 0.2, release.wait)
-    assert time.monotonic() - started < 5
-    release.set()
 
 
 def test_a_stuck_send_offsets_abandons_the_producer_and_the_next_batch_uses_a_new_one(

@@ -85,6 +85,20 @@ def test_update_state_by_key_per_task() -> None:
     ]
 
 
+def test_an_instance_without_partitions_keeps_state_after_a_shuffle() -> None:
+    """``reduceByKey(...).updateStateByKey(...)`` on an instance the group has given no partition
+    yet: the shuffle of an empty batch makes empty partitions of no Kafka partition, which hold
+    no state (they used to fail the batch, and the job, before its first assignment)."""
+    batches: list[list[list[tuple[str, int]]]] = [[], []]
+    for build in (
+        lambda d: d.reduceByKey(operator.add, 2).updateStateByKey(add_state),
+        lambda d: d.reduceByKey(operator.add, 2).reduceByKeyAndWindow(operator.add, None, 1.0),
+    ):
+        out = run_tasks(batches, build, 2, assigned=())
+        assert len(out) == 2, "a batch failed"
+        assert all(not records for batch in out for records in batch.values())
+
+
 @pytest.mark.parametrize("inverse", [operator.sub, None])
 @pytest.mark.parametrize("window", [1.0, 2.5])
 def test_reduce_by_key_and_window_per_task(inverse: Any, window: float) -> None:

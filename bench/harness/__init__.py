@@ -1,0 +1,1 @@
+"""The benchmark's plumbing: services, workload, observation of a run, the report."""

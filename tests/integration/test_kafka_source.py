@@ -4,33 +4,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from service.commit.ledger import BatchLedger, Shard
 from service.sources.kafka import KafkaRecord, KafkaSource
 from service.state.base import StateWrites
+from tests.support.kafka import produce, running
 
 WAIT_SECONDS = 30.0
-
-
-def produce(bootstrap: str, topic: str, partition: int, values: list[str]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for value in values:
-        producer.produce(topic, value=value.encode(), partition=partition)
-    assert producer.flush(30) == 0
-
-
-@contextmanager
-def running(source: KafkaSource) -> Iterator[KafkaSource]:
-    source.start()
-    try:
-        yield source
-    finally:
-        source.stop()
 
 
 def new_source(

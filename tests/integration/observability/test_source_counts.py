@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from service.commit.ledger import BatchLedger
@@ -18,24 +17,9 @@ from service.observability.metrics import DStreamsMetrics, MetricsListener
 from service.sinks.dead_letter import DeadLetterPolicy, DeadLetterQueue
 from service.sources.kafka import KafkaRecord, KafkaSource
 from service.streaming.listener import BatchEvent, BatchInfo
+from tests.support.kafka import produce, running
 
 WAIT_SECONDS = 30.0
-
-
-def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for value in values:
-        producer.produce(topic, value=value, partition=0)
-    assert producer.flush(30) == 0
-
-
-@contextmanager
-def running(source: KafkaSource) -> Iterator[KafkaSource]:
-    source.start()
-    try:
-        yield source
-    finally:
-        source.stop()
 
 
 def take_until(source: KafkaSource, done: Callable[[list[int]], bool]) -> list[int]:
@@ -68,7 +52,7 @@ def test_replays_at_a_claim_and_resyncs_are_counted_and_exported(
     topic = create_topic()
     group = f"obs-replay-{uuid.uuid4().hex[:8]}"
     job = f"obs-{uuid.uuid4().hex[:8]}"
-    produce(kafka_bootstrap, topic, [f"v{i}".encode() for i in range(10)])
+    produce(kafka_bootstrap, topic, 0, [f"v{i}".encode() for i in range(10)])
     # what a crashed owner's transaction leaves: the group's offset ahead of the ledger (which
     # has no position for the partition at all)
     committer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
@@ -113,7 +97,7 @@ def test_dead_letters_of_the_source_are_counted_by_reason_and_reach_the_topic(
 ) -> None:
     topic, dlq_topic = create_topic(), create_topic()
     job = f"obs-{uuid.uuid4().hex[:8]}"
-    produce(kafka_bootstrap, topic, [b"ok", b"x" * 64, b"\xff\xfe", b"fine"])
+    produce(kafka_bootstrap, topic, 0, [b"ok", b"x" * 64, b"\xff\xfe", b"fine"])
     dlq = DeadLetterQueue(
         DeadLetterPolicy(dlq_topic, max_record_bytes=16),
         job,

@@ -17,7 +17,6 @@ Guarantees of ``commit``:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,6 +25,7 @@ from redis.cluster import RedisCluster
 from service.commit.ledger import hash_tag
 from service.state.base import StateWrites
 from service.state.redis_client import AnyRedis, connect, is_redis_url
+from service.state.split import split_writes
 
 __all__ = ["AnyRedis", "RedisStateStore", "is_redis_url"]
 
@@ -64,7 +64,7 @@ class RedisStateStore:
             cluster: Any = self._client  # redis-py's cluster methods are untyped
             # redis-py resends a slot's MULTI/EXEC after a connection error or a MOVED: safe,
             # since sets, deletes, drops and expiries land the same when applied twice
-            groups = _by_slot(cluster, writes)
+            groups = split_writes(writes, lambda name: int(cluster.keyslot(name)))
             for slot in sorted(groups):
                 _apply(cluster.pipeline(transaction=True), groups[slot])
         else:
@@ -110,24 +110,6 @@ class RedisStateStore:
 
     def close(self) -> None:
         self._client.close()
-
-
-def _by_slot(client: Any, writes: StateWrites) -> dict[int, StateWrites]:
-    """The writes split into one ``StateWrites`` per hash slot of the maps' names."""
-    groups: defaultdict[int, StateWrites] = defaultdict(StateWrites)
-
-    def group(name: str) -> StateWrites:
-        return groups[int(client.keyslot(name))]
-
-    for name in writes.map_drops:
-        group(name).map_drops.add(name)
-    for name, fields in writes.map_sets.items():
-        group(name).map_sets[name] = fields
-    for name, keys in writes.map_deletes.items():
-        group(name).map_deletes[name] = keys
-    for name, ttl in writes.map_ttls_ms.items():
-        group(name).map_ttls_ms[name] = ttl
-    return dict(groups)
 
 
 def _apply(pipe: Any, writes: StateWrites) -> None:

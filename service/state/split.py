@@ -2,24 +2,30 @@
 
 Under Kafka inputs every map a batch writes for partition P carries P's tag
 (``dstreams:{job:topic:P}:...``), so each group can be applied atomically with P's offsets by
-one ledger script; job-scoped maps (no tag) form the ``None`` group.
+one ledger script; job-scoped maps (no tag) form the ``None`` group. The same split by hash
+slot gives the Redis Cluster store one MULTI/EXEC per slot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from typing import TypeVar
+
 from service.commit.ledger import hash_tag
 from service.state.base import StateWrites
 
+K = TypeVar("K", bound=Hashable)
 
-def split_by_hash_tag(writes: StateWrites) -> dict[str | None, StateWrites]:
-    """``hash_tag(name)`` -> the writes of the maps with that tag (tags with no write omitted)."""
-    groups: dict[str | None, StateWrites] = {}
+
+def split_writes(writes: StateWrites, key: Callable[[str], K]) -> dict[K, StateWrites]:
+    """``key(map name)`` -> the writes of the maps with that key (keys with no write omitted)."""
+    groups: dict[K, StateWrites] = {}
 
     def group(name: str) -> StateWrites:
-        tag = hash_tag(name)
-        found = groups.get(tag)
+        k = key(name)
+        found = groups.get(k)
         if found is None:
-            found = groups[tag] = StateWrites()
+            found = groups[k] = StateWrites()
         return found
 
     for name, fields in writes.map_sets.items():
@@ -31,3 +37,8 @@ def split_by_hash_tag(writes: StateWrites) -> dict[str | None, StateWrites]:
     for name, ttl in writes.map_ttls_ms.items():
         group(name).map_ttls_ms[name] = ttl
     return groups
+
+
+def split_by_hash_tag(writes: StateWrites) -> dict[str | None, StateWrites]:
+    """``hash_tag(name)`` -> the writes of the maps with that tag (tags with no write omitted)."""
+    return split_writes(writes, hash_tag)

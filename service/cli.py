@@ -66,6 +66,35 @@ def _dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reset(args: argparse.Namespace) -> int:
+    import redis
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from service.commit.reset import ResetError, plan_reset, reset_job
+    from service.config import ConfigError, load_settings
+    from service.state.redis_client import connect
+
+    job = args.job.removesuffix(".py").rsplit("/", 1)[-1] if args.job.endswith(".py") else args.job
+    try:
+        settings = load_settings()
+        group = args.group or settings.consumer_group(job)
+        client = connect(settings.redis_url)
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+        plan = plan_reset(client, admin, job, group)
+        print(f"reset would remove: {plan.describe()}")
+        plan.check()
+        if not args.yes:
+            print("nothing removed: add --yes to reset the job")
+            return 2
+        reset_job(client, admin, plan)
+    except (ConfigError, ResetError, KafkaException, redis.RedisError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"job {job} reset: it starts afresh at its next run")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m service",
@@ -95,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=None, help="stop after this long")
     demo.add_argument("--lines-per-second", type=float, default=4.0)
     demo.set_defaults(handler=_demo)
+
+    reset = commands.add_parser(
+        "reset",
+        help="start a job afresh: delete its state, ledger, epochs, attempts and group offsets",
+    )
+    reset.add_argument("job", help="the job's name (DSTREAMS_JOB_NAME, else its file's name)")
+    reset.add_argument("--group", default=None, help="its consumer group, if not the default")
+    reset.add_argument("--yes", action="store_true", help="really delete (without: only show)")
+    reset.set_defaults(handler=_reset)
 
     dlq = commands.add_parser("dlq", help="dead letters: send them back to their topic")
     dlq_actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")

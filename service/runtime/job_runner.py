@@ -256,14 +256,19 @@ def _job_environment(job: Job, conf: Settings, argv: Sequence[str]) -> Iterator[
 
 
 def _run_setup(function: Callable[..., Any], conf: Settings) -> None:
+    """A ``setup(ssc)`` job is built as getOrCreate builds one: it resumes what it left."""
     from service.streaming.context import StreamingContext
 
-    assert conf.job_name is not None
-    ssc = StreamingContext(conf.batch_interval_seconds, jobName=conf.job_name)
-    ssc.checkpoint(conf.redis_url)
-    returned = function(ssc)
-    if isinstance(returned, StreamingContext):
-        ssc = returned
+    job_name = conf.job_name
+    assert job_name is not None
+
+    def create() -> StreamingContext:
+        ssc = StreamingContext(conf.batch_interval_seconds, jobName=job_name)
+        ssc.checkpoint(conf.redis_url)
+        returned = function(ssc)
+        return returned if isinstance(returned, StreamingContext) else ssc
+
+    ssc = StreamingContext.getOrCreate(conf.redis_url, create)
     ssc.start()
     ssc.awaitTermination()
 

@@ -257,7 +257,6 @@ class KafkaSource:
         self._spans: dict[TopicPartitionKey, LedgerSpan] = {}
         # partitions whose outputs up to this offset were published by a crashed owner
         self._replay_until: dict[TopicPartitionKey, int] = {}
-        self._replay_unrecorded = True
         self._partition_listener: Callable[[TopicPartitionKey], None] | None = None
 
     def on_partitions_changed(self, listener: Callable[[TopicPartitionKey], None]) -> None:
@@ -265,17 +264,10 @@ class KafkaSource:
         claimed, revoked, lost or fenced: whatever was cached for it may be stale now."""
         self._partition_listener = listener
 
-    def attach_ledger(
-        self, ledger: PartitionLedger, job: str, *, replay_unrecorded: bool = True
-    ) -> None:
-        """Make Redis the authority on positions; called by the context before ``start``.
-
-        ``replay_unrecorded`` False (a job started afresh, its state dropped): a partition the
-        ledger never recorded is not replayed, since its outputs are meant to be produced anew.
-        """
+    def attach_ledger(self, ledger: PartitionLedger, job: str) -> None:
+        """Make Redis the authority on positions; called by the context before ``start``."""
         self._ledger = ledger
         self._job = job
-        self._replay_unrecorded = replay_unrecorded
 
     def attach_attempts(self, attempts: AttemptCounter) -> None:
         """Count failed attempts in Redis (called by the context with the ledger)."""
@@ -385,10 +377,8 @@ class KafkaSource:
             committed_offset = answer.offset
             if answer.error is not None or committed_offset < 0:
                 continue
-            if start >= 0:
-                ahead = committed_offset > start
-            else:
-                ahead = self._replay_unrecorded and start == OFFSET_BEGINNING
+            # an unrecorded partition starting at the beginning replays up to the group offset
+            ahead = committed_offset > start if start >= 0 else start == OFFSET_BEGINNING
             if ahead:
                 self._replay_until[tp] = committed_offset
                 self._partition_events["replay"] += 1

@@ -71,7 +71,9 @@ class StreamingContext:
     """``StreamingContext(batchDuration)`` or ``StreamingContext(sc, batchDuration)``.
 
     As in Spark, a context built directly starts afresh (its job's old state in the checkpoint
-    store is dropped at ``start()``); one built by ``getOrCreate`` carries on from it.
+    store is dropped at ``start()``); one built by ``getOrCreate`` carries on from it. A job that
+    reads Kafka always carries on: its positions come from the checkpoint store, and state must
+    resume with them (``python -m service reset`` starts it afresh, whole).
     """
 
     # PySpark's API keeps the active context on the class (getActive); so do we.
@@ -277,9 +279,19 @@ class StreamingContext:
         if not self._graph.outputs:
             raise ValueError("No output operations registered, so nothing to execute")
         job = JobState(self._open_store(), self._job_name)
-        if not self._recover:
+        if self._offers_tasks():
+            # State and positions resume together, whatever built the context: Kafka jobs start
+            # afresh only through ``python -m service reset`` (docs/semantics.md, "Recovery").
+            if not self._recover and "zero_ms" in job.load_meta():
+                log.warning(
+                    "job %s resumes its state and Kafka positions from the checkpoint store; "
+                    "`python -m service reset %s --yes` starts it afresh",
+                    self._job_name,
+                    self._job_name,
+                )
+        elif not self._recover:
+            # As Spark: a context not built by getOrCreate ignores what an earlier run left.
             job.store.drop_prefix(job.prefix)
-            job.fresh = True  # Kafka tasks' state is dropped as each task first appears
         self._next_batch_ms = self._graph.start(job, self._clock.now_ms())
         self._attach_ledger(job.store)
         for participant in self._participants:
@@ -289,6 +301,10 @@ class StreamingContext:
         self._state = ACTIVE
         StreamingContext._activeContext = self
         self._notify("onStreamingStarted", StreamingStartedEvent(self._clock.now_ms()))
+
+    def _offers_tasks(self) -> bool:
+        """Some input hands out Kafka partitions: state is per partition, positions in Redis."""
+        return any(inp.offers_tasks for inp in self._graph.inputs)
 
     def _attach_ledger(self, store: StateStore) -> None:
         """A Kafka job on Redis commits through the ledger (service/commit/batch.py)."""
@@ -310,8 +326,7 @@ class StreamingContext:
         for source in self._sources:
             attach = getattr(source, "attach_ledger", None)
             if attach is not None:
-                # a fresh start means to produce every output anew (PySpark without checkpoint)
-                attach(self._ledger, self._job_name, replay_unrecorded=self._recover)
+                attach(self._ledger, self._job_name)
             # a partition that moves (to us, or away) must be re-read from Redis next time
             listen = getattr(source, "on_partitions_changed", None)
             if listen is not None:

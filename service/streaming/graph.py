@@ -138,8 +138,6 @@ class DStreamGraph:
         if after_take is not None:
             after_take()
         job = self.job_state()
-        for task in self.batch_tasks:
-            job.open_task(task)
         if self._isolation is not None:
             # Kafka jobs: a failing record is retried, then dead-lettered (isolation.py)
             for error in self._isolation.run(bt):

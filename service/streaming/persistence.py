@@ -59,9 +59,6 @@ class JobState:
         self._meta: dict[bytes, bytes] = {}
         # task -> its meta map's fields, read lazily, dropped by forget_task
         self._task_meta: dict[Task, dict[bytes, bytes]] = {}
-        # a context that starts afresh wipes each task's old state the first time it sees it
-        self.fresh = False
-        self._opened: set[Task] = set()
 
     @property
     def prefix(self) -> str:
@@ -116,19 +113,6 @@ class JobState:
         if fields.get(key) != encoded:
             fields[key] = encoded
             self.writes.set(name, key, encoded)
-
-    def open_task(self, task: Task) -> None:
-        """A task is in a batch. In a fresh context, its old state is wiped the first time.
-
-        Only the engine's keys go (``sN:*`` and ``meta``); the ledger's keys of the shard stay.
-        """
-        if not self.fresh or task in self._opened:
-            return
-        self._opened.add(task)
-        shard = self.shard(task)
-        self.store.drop_prefix(shard.key("s"))
-        self.store.drop_prefix(shard.key("meta"))
-        self._task_meta[task] = {}
 
     def forget_task(self, task: Task) -> None:
         """Drop what is cached for ``task``: its next batch re-reads the store."""

@@ -16,7 +16,7 @@ import pytest
 
 from service.devstack.process import free_port
 from tests.e2e.support.checker import Producing, make_plan
-from tests.e2e.support.fleet import Fleet
+from tests.e2e.support.fleet import KEYED_COUNTER, Fleet
 from tests.e2e.support.scenario import INSTANCES, KEYS, Run, StartRun
 
 
@@ -85,9 +85,10 @@ def start_run(
         instances: int = INSTANCES,
         env: dict[str, str] | None = None,
         metrics: bool = False,
+        job: Path = KEYED_COUNTER,
     ) -> Run:
         input_topic, output_topic = topics
-        fleet = make_fleet(input_topic, output_topic, extra_env=env)
+        fleet = make_fleet(input_topic, output_topic, extra_env=env, job=job)
         for _ in range(instances):
             own = {"DSTREAMS_METRICS_PORT": str(free_port())} if metrics else {}
             fleet.add(own).env.update(own)  # kept for restarts

@@ -2,7 +2,8 @@
 
 The store's contract across hash slots (one transaction per slot, SCAN on every master or only
 on the one that holds a shard), and a Kafka job whose only change from the single-Redis setup
-is its checkpoint URL: exact counts through a restart and a fresh start.
+is its checkpoint URL: exact counts through restarts, by getOrCreate and by a context built
+directly (a Kafka job resumes either way).
 """
 
 from __future__ import annotations
@@ -321,10 +322,10 @@ def test_a_kafka_job_counts_exactly_on_the_cluster_through_a_restart(
     assert out == _expected(first + second)
     assert _stored_state(store, job, topic) == _expected(first + second)
 
-    # a context built directly starts afresh: old state dropped, the ledger's position kept
+    # a context built directly resumes too: state goes on with the ledger's positions
     third = _records(keys=12, per_key=5, start=100)
     _produce(kafka_bootstrap, topic, third)
     reached = _per_partition(first + second + third)
     out = _run(cluster_url, kafka_bootstrap, topic, job, reached, recover=False)
-    assert out == _expected(third)
-    assert _stored_state(store, job, topic) == _expected(third)
+    assert out == _expected(first + second + third)
+    assert _stored_state(store, job, topic) == _expected(first + second + third)

@@ -9,6 +9,9 @@ checker (tests/e2e/support/checker.py) knows that key ``k`` with ``n`` records m
 ``(n, n(n+1)/2, n)``, so any record lost or counted twice shows in the state. Output values are
 JSON ``{"count": .., "sum": .., "max": ..}``.
 
+The same job in the two other forms a job takes (docs/jobs.md): keyed_counter_setup.py
+(``setup(ssc)``) and keyed_counter_main.py (``main()``); all three share ``build_counter``.
+
 Brokers, Redis, job name, consumer group and batch interval come from the runner's settings.
 ``session.timeout.ms`` is 6 s so that a killed instance's partitions move on quickly;
 ``DSTREAMS_MAX_POLL_INTERVAL_MS`` (test-only, optional) lowers ``max.poll.interval.ms`` so that a
@@ -42,14 +45,9 @@ def to_json(state: State) -> str:
     return json.dumps({"count": count, "sum": total, "max": top}, separators=(",", ":"))
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        print("Usage: keyed_counter.py <input topic> <output topic>", file=sys.stderr)
-        sys.exit(2)
-    input_topic, output_topic = sys.argv[1], sys.argv[2]
-    conf = settings()
-    kafka_params: dict[str, object] = {
-        "metadata.broker.list": conf.kafka_bootstrap_servers,
+def kafka_params() -> dict[str, object]:
+    params: dict[str, object] = {
+        "metadata.broker.list": settings().kafka_bootstrap_servers,
         # a SIGKILLed member's partitions move after 6 s, not Kafka's default 45 s (the broker's
         # group.min.session.timeout.ms is 6 s): the fault scenarios run in CI
         "session.timeout.ms": 6000,
@@ -57,22 +55,44 @@ if __name__ == "__main__":
     }
     max_poll = os.environ.get("DSTREAMS_MAX_POLL_INTERVAL_MS")
     if max_poll:
-        kafka_params["max.poll.interval.ms"] = int(max_poll)
+        params["max.poll.interval.ms"] = int(max_poll)
+    return params
+
+
+def topics_from_argv() -> tuple[str, str]:
+    if len(sys.argv) != 3:
+        print("Usage: keyed_counter.py <input topic> <output topic>", file=sys.stderr)
+        sys.exit(2)
+    return sys.argv[1], sys.argv[2]
+
+
+def build_counter(ssc: StreamingContext, input_topic: str, output_topic: str) -> None:
+    """The job's graph: per-key state, and each batch's changed keys to the output topic."""
+    records = KafkaUtils.createDirectStream(ssc, [input_topic], kafka_params())
+    seqs = records.map(lambda kv: (kv[0], int(kv[1])))
+    states = seqs.updateStateByKey(update)
+    # only the keys of this batch, with their new state
+    changed = states.join(seqs.reduceByKey(lambda a, b: a)).map(
+        lambda kv: (kv[0], to_json(kv[1][0]))
+    )
+    changed.foreachRDD(KafkaSink(settings().kafka_bootstrap_servers, output_topic))
+
+
+def new_context() -> StreamingContext:
+    conf = settings()
+    ssc = StreamingContext(conf.batch_interval_seconds, jobName=conf.job_name or "keyed_counter")
+    ssc.checkpoint(conf.redis_url)
+    return ssc
+
+
+if __name__ == "__main__":
+    input_topic, output_topic = topics_from_argv()
 
     def create() -> StreamingContext:
-        job_name = conf.job_name or "keyed_counter"
-        ssc = StreamingContext(conf.batch_interval_seconds, jobName=job_name)
-        ssc.checkpoint(conf.redis_url)
-        records = KafkaUtils.createDirectStream(ssc, [input_topic], kafka_params)
-        seqs = records.map(lambda kv: (kv[0], int(kv[1])))
-        states = seqs.updateStateByKey(update)
-        # only the keys of this batch, with their new state
-        changed = states.join(seqs.reduceByKey(lambda a, b: a)).map(
-            lambda kv: (kv[0], to_json(kv[1][0]))
-        )
-        changed.foreachRDD(KafkaSink(conf.kafka_bootstrap_servers, output_topic))
+        ssc = new_context()
+        build_counter(ssc, input_topic, output_topic)
         return ssc
 
-    ssc = StreamingContext.getOrCreate(conf.redis_url, create)
+    ssc = StreamingContext.getOrCreate(settings().redis_url, create)
     ssc.start()
     ssc.awaitTermination()

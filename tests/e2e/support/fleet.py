@@ -19,6 +19,12 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 KEYED_COUNTER = REPO_ROOT / "tests" / "e2e" / "jobs" / "keyed_counter.py"
+# the same job in each form a job takes: getOrCreate script, setup(ssc), main()
+JOB_FORMS = {
+    "script": KEYED_COUNTER,
+    "setup": KEYED_COUNTER.with_name("keyed_counter_setup.py"),
+    "main": KEYED_COUNTER.with_name("keyed_counter_main.py"),
+}
 
 
 @dataclass

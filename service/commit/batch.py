@@ -15,8 +15,9 @@ refused as DUPLICATE (I3); after step 3 the Kafka offsets do not matter, because
 from the ledger. A zombie that resumes after its partitions moved is FENCED (I2): its writes are
 dropped, and so is its in-process state for those partitions.
 
-Outputs: a ``BatchParticipant`` (a transactional ``KafkaSink``) writes inside a Kafka
-transaction begun at its first write of the batch. Between steps 2 and 3 every participant
+Outputs: a ``BatchParticipant`` (the job's one ``OutputTransaction``, which all its
+``KafkaSink`` outputs write into) writes inside a Kafka transaction begun at the batch's first
+record. Between steps 2 and 3 every participant
 commits (``precommit_all``): the transaction carries the batch's input offsets with the consumer's
 group metadata (KIP-447), so a zombie whose group generation is stale is refused by the broker and
 publishes nothing. If any participant fails, or the batch raised, the rest abort, no ledger step
@@ -173,8 +174,8 @@ def precommit_all(
     """Commit every participant's batch in order; on the first failure abort the others.
 
     Returns the failure (the caller then skips the ledger step and takes the batch again).
-    Participants committed before a failing one stay committed: with several transactional
-    outputs in one job, a failure between their commits publishes the earlier ones twice.
+    Participants committed before a failing one stay committed, which is why a job's Kafka
+    outputs share one transaction (``service.sinks.kafka.bind_outputs``): it is one participant.
     """
     for i, participant in enumerate(participants):
         try:

@@ -3,28 +3,14 @@
 Two modes, chosen by the context when the job starts (``bind``):
 
 - *Transactional*, for jobs that commit through the ledger (Kafka input, Redis checkpoint): the
-  batch's records go into one Kafka transaction (``transactional.id`` =
-  ``dstreams-<job>-<instance id>``), begun at the batch's first write and committed by
-  ``precommit`` with the batch's input offsets and the consumer's group metadata, before the
-  ledger step. A zombie (stale group generation, KIP-447) is refused there, so consumers with
-  ``isolation.level=read_committed`` never see its records; an aborted batch is invisible too.
-- *Plain*, for every other job (or a sink used on its own): an idempotent producer, and each call
-  returns only once every record is acknowledged (``flush``), raising if one was not, so a
-  returned call means the batch's output is durable in Kafka (at-least-once).
-
-The instance id is ``DSTREAMS_INSTANCE_ID``, else ``<hostname>-<pid>``: stable on Kubernetes
-with a StatefulSet (pod name, pid 1), so a restarted pod's ``init_transactions`` aborts the
-transaction its predecessor left open at once instead of after ``transaction.timeout.ms``, and
-distinct for several processes on one host, which would otherwise fence each other's producer.
-Correctness never depends on it: fencing of zombies comes from the group metadata.
-
-A broker restart must not wedge the batch thread. librdkafka (<= 2.16 at least) can block in
-``send_offsets_to_transaction`` past its timeout when the group coordinator it cached went away
-(librdkafka #5456, #5511; reproduced here with one broker restarted). Two defences: idle
-connections close after ``connections.max.idle.ms`` (5 s), whose state change makes librdkafka
-look the coordinator up again, which unblocks the call; and every blocking transactional call
-runs under a deadline, past which the producer is abandoned (its transaction is aborted when the
-next producer with the same ``transactional.id`` initialises) and the batch is taken again.
+  batch's records go into the batch's one Kafka transaction (``service.sinks.transaction``),
+  shared by every ``KafkaSink`` of the job and committed with the batch's input offsets and the
+  consumer's group metadata before the ledger step. A zombie (stale group generation, KIP-447)
+  is refused there, so consumers with ``isolation.level=read_committed`` never see its records;
+  an aborted batch is invisible too. A sink used on its own makes a transaction of its own.
+- *Plain*, for every other job: an idempotent producer, and each call returns only once every
+  record is acknowledged (``flush``), raising if one was not, so a returned call means the
+  batch's output is durable in Kafka (at-least-once).
 
 Every record carries headers ``dstreams.job`` and ``dstreams.batch`` (batch time, ms), and, when
 its partition of the batch comes from one Kafka input partition, ``dstreams.input.topic`` and
@@ -33,39 +19,42 @@ its partition of the batch comes from one Kafka input partition, ``dstreams.inpu
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from service.commit.batch import GroupOffsets, OutputFencedError
-from service.runtime.deadline import DeadlineExceeded, call_with_deadline
+from service.commit.batch import BatchParticipant, GroupOffsets
+from service.sinks.transaction import (
+    DEFAULT_PRODUCER_CONFIG,
+    INSTANCE_ID_ENV,
+    Headers,
+    KafkaSinkError,
+    OutputTransaction,
+    Payload,
+    ProducerStuckError,
+    instance_id,
+    is_fencing,
+    transactional_id,
+)
+
+__all__ = [
+    "INSTANCE_ID_ENV",
+    "KafkaSink",
+    "KafkaSinkError",
+    "ProducerStuckError",
+    "bind_outputs",
+    "instance_id",
+    "is_fencing",
+    "pair_to_key_value",
+    "record_headers",
+    "transactional_id",
+]
 
 log = structlog.get_logger(__name__)
 
-Payload = bytes | str | None
-Headers = list[tuple[str, str | bytes | None]]
 Task = tuple[str, int]
-
-INSTANCE_ID_ENV = "DSTREAMS_INSTANCE_ID"
-# Group errors by which the broker refuses a zombie's offsets in a transaction (KIP-447).
-_FENCING_CODES = frozenset(
-    {
-        KafkaError.ILLEGAL_GENERATION,
-        KafkaError.UNKNOWN_MEMBER_ID,
-        KafkaError.FENCED_INSTANCE_ID,
-        KafkaError.REBALANCE_IN_PROGRESS,
-        KafkaError._FENCED,
-        KafkaError.PRODUCER_FENCED,
-        KafkaError.INVALID_PRODUCER_EPOCH,
-    }
-)
-_COMMIT_ATTEMPTS = 3
-# How long past its own timeout a transactional call may block before the producer is abandoned.
-_DEADLINE_GRACE_S = 5.0
 
 
 class _Batch(Protocol):
@@ -74,16 +63,6 @@ class _Batch(Protocol):
 
     @property
     def tasks(self) -> list[Task | None]: ...
-
-
-class KafkaSinkError(RuntimeError):
-    """Some records of a batch were not acknowledged by Kafka, or its transaction failed."""
-
-
-class ProducerStuckError(KafkaSinkError):
-    """A transactional call did not return by its deadline (see the module docstring)."""
-
-    outage = True  # the broker side is in trouble, not the batch (service.runtime.outage)
 
 
 def pair_to_key_value(record: Any) -> tuple[Payload, Payload]:
@@ -100,16 +79,6 @@ def _payload(x: Any) -> Payload:
     return str(x)
 
 
-def instance_id(environ: Mapping[str, str] | None = None) -> str:
-    """``DSTREAMS_INSTANCE_ID``, else ``<hostname>-<pid>`` (see the module docstring)."""
-    env = environ if environ is not None else os.environ
-    return env.get(INSTANCE_ID_ENV) or f"{socket.gethostname()}-{os.getpid()}"
-
-
-def transactional_id(job: str, instance: str) -> str:
-    return f"dstreams-{job}-{instance}"
-
-
 def record_headers(job: str | None, batch_ms: int | None, task: Task | None) -> Headers:
     headers: Headers = []
     if job is not None:
@@ -120,10 +89,6 @@ def record_headers(job: str | None, batch_ms: int | None, task: Task | None) -> 
         headers.append(("dstreams.input.topic", task[0].encode()))
         headers.append(("dstreams.input.partition", str(task[1]).encode()))
     return headers
-
-
-def is_fencing(error: KafkaError) -> bool:
-    return error.code() in _FENCING_CODES
 
 
 class KafkaSink:
@@ -140,19 +105,8 @@ class KafkaSink:
         instance: str | None = None,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
     ) -> None:
-        config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap_servers,
-            # acknowledged by all in-sync replicas, and no duplicates from the producer's retries
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            # see the module docstring: lets librdkafka find a restarted coordinator again
-            "connections.max.idle.ms": 5000,
-            # a transaction a crashed instance left open holds back read_committed readers of
-            # its output partitions until the broker aborts it (or a restart with the same
-            # instance id does); batches commit theirs within seconds
-            "transaction.timeout.ms": 15000,
-        }
+        config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers}
+        config.update(DEFAULT_PRODUCER_CONFIG)
         config.update(producer_config or {})
         self.topic = topic
         self._config = config
@@ -160,22 +114,47 @@ class KafkaSink:
         self._flush_timeout_s = flush_timeout_s
         self._instance = instance
         self._factory = producer_factory
-        self._producer: Producer | None = None
+        self._producer: Producer | None = None  # plain mode
+        self._transaction: OutputTransaction | None = None  # transactional mode
+        self._owns_transaction = False
+        self._bound = False
+        self._transactional = False  # kept after close, as is the id
+        self._transactional_id: str | None = None
         self._job: str | None = None
-        self._transactional = False
         self._batch_ms: int | None = None
-        self._in_transaction = False
         self._failures: list[KafkaError] = []
         self._skipped: frozenset[Task] = frozenset()
 
+    @property
+    def producer_config(self) -> Mapping[str, Any]:
+        """The producer settings this sink was given (a shared transaction takes the first's)."""
+        return dict(self._config)
+
     # -- BatchParticipant --------------------------------------------------------------------
-    def bind(self, job: str, transactional: bool) -> None:
-        """Called by the context at start; the producer is built then (or at first use)."""
-        if self._producer is not None:
+    def bind(
+        self, job: str, transactional: bool, transaction: OutputTransaction | None = None
+    ) -> None:
+        """Called by the context at start. ``transaction``: the batch transaction this sink
+        shares with the job's other outputs; without one a transactional sink makes its own."""
+        if self._bound:
             raise RuntimeError("KafkaSink is already bound to a running job")
+        self._bound = True
         self._job = job
         self._transactional = transactional
-        self._producer = self._new_producer()
+        if not transactional:
+            self._producer = self._factory(dict(self._config))
+            return
+        if transaction is None:
+            transaction = OutputTransaction(
+                self._config,
+                flush_timeout_s=self._flush_timeout_s,
+                instance=self._instance,
+                producer_factory=self._factory,
+            )
+            transaction.bind(job)
+            self._owns_transaction = True
+        self._transaction = transaction
+        self._transactional_id = transaction.transactional_id
 
     @property
     def transactional(self) -> bool:
@@ -183,76 +162,38 @@ class KafkaSink:
 
     @property
     def transactional_id(self) -> str | None:
-        return self._config_for_producer().get("transactional.id")
+        return self._transactional_id
 
     def begin(self, batch_ms: int) -> None:
         """Remember the batch (for headers); the transaction begins at the first write."""
         self._batch_ms = batch_ms
         self._skipped = frozenset()
-        if not self._in_transaction:
-            self._failures = []
+        if self._owns_transaction and self._transaction is not None:
+            self._transaction.begin(batch_ms)
 
     def skip_tasks(self, tasks: Iterable[Task]) -> None:
         """This batch's records of ``tasks`` are a replay of what a crashed owner published
         (``KafkaSource.replaying``): not published again. Only transactional sinks skip."""
-        self._skipped = frozenset(tasks) if self._transactional else frozenset()
+        self._skipped = frozenset(tasks) if self.transactional else frozenset()
 
     def precommit(self, batch_ms: int, groups: Sequence[GroupOffsets]) -> None:
-        """Commit the batch's transaction with its input offsets; raise if it cannot commit.
-
-        ``OutputFencedError`` when the broker says this instance is a zombie (its group generation
-        is stale, or another producer took its transactional id); ``KafkaSinkError`` otherwise.
-        The transaction is aborted before raising, so nothing of the batch is visible.
-        """
-        if not self._transactional or not self._in_transaction:
-            return
-        producer = self._require_producer()
-        try:
-            for group in groups:
-                offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(group.offsets.items())]
-                if offsets:
-                    self._send_offsets(producer, offsets, group.group_metadata)
-            if self._failures:
-                raise KafkaSinkError(
-                    f"{len(self._failures)} records to {self.topic} failed ({self._failures[0]})"
-                ) from KafkaException(self._failures[0])
-            self._commit(producer)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            self._abort_after(error)
-            if error is not None and is_fencing(error):
-                raise OutputFencedError(
-                    f"batch {batch_ms}: transaction to {self.topic} refused, this instance is "
-                    f"fenced ({error})"
-                ) from exc
-            raise KafkaSinkError(
-                f"batch {batch_ms}: transaction to {self.topic} failed: {exc}"
-            ) from exc
-        except ProducerStuckError as exc:
-            self._abandon_producer(str(exc))
-            raise KafkaSinkError(f"batch {batch_ms}: transaction to {self.topic}: {exc}") from exc
-        except KafkaSinkError:
-            self._abort_after(None)
-            raise
-        self._in_transaction = False
-        log.debug("kafka_sink_committed", topic=self.topic, batch=batch_ms)
+        """Commit the batch's transaction when it is this sink's own (a shared one is the
+        context's to commit); raises as ``OutputTransaction.precommit``."""
+        if self._owns_transaction and self._transaction is not None:
+            self._transaction.precommit(batch_ms, groups)
 
     def abort(self, batch_ms: int) -> None:
-        if self._transactional and self._in_transaction:
-            self._abort_after(None)
-            log.info("kafka_sink_aborted", topic=self.topic, batch=batch_ms)
+        if self._owns_transaction and self._transaction is not None:
+            self._transaction.abort(batch_ms)
 
     def close(self) -> None:
+        self._bound = False
+        transaction, self._transaction = self._transaction, None
+        if transaction is not None and self._owns_transaction:
+            transaction.close()
         producer, self._producer = self._producer, None
-        if producer is None:
-            return
-        if self._in_transaction:
-            try:
-                producer.abort_transaction(self._flush_timeout_s)
-            except KafkaException as exc:
-                log.warning("kafka_sink_abort_failed", topic=self.topic, error=str(exc))
-            self._in_transaction = False
-        producer.flush(self._flush_timeout_s)
+        if producer is not None:
+            producer.flush(self._flush_timeout_s)
 
     # -- writing -----------------------------------------------------------------------------
     def __call__(self, rdd: _Batch) -> None:
@@ -263,16 +204,22 @@ class KafkaSink:
                 )
                 continue
             self._produce_all(part, record_headers(self._job, self._batch_ms, task))
-        if not self._transactional:
+        if self._transaction is None:
             self._flush_plain()
 
     def write(self, records: Iterable[Any]) -> None:
         """Produce ``records``; in plain mode, wait until Kafka acknowledged every one."""
         self._produce_all(records, record_headers(self._job, self._batch_ms, None))
-        if not self._transactional:
+        if self._transaction is None:
             self._flush_plain()
 
     def _produce_all(self, records: Iterable[Any], headers: Headers) -> None:
+        transaction = self._transaction
+        if transaction is not None:
+            for record in records:
+                key, value = self._serialize(record)
+                transaction.produce(self.topic, key, value, headers)
+            return
         producer = self._require_producer()
         failures = self._failures
 
@@ -281,9 +228,6 @@ class KafkaSink:
                 failures.append(err)
 
         for record in records:
-            if self._transactional and not self._in_transaction:
-                producer.begin_transaction()
-                self._in_transaction = True
             key, value = self._serialize(record)
             while True:
                 try:
@@ -304,85 +248,35 @@ class KafkaSink:
                 f"{len(failures) + remaining} records to {self.topic} not acknowledged ({first})"
             ) from KafkaException(first)
 
-    # -- producer ----------------------------------------------------------------------------
-    def _config_for_producer(self) -> dict[str, Any]:
-        config = dict(self._config)
-        if self._transactional and self._job is not None:
-            config.setdefault(
-                "transactional.id", transactional_id(self._job, self._instance or instance_id())
-            )
-        return config
-
-    def _new_producer(self) -> Producer:
-        producer = self._factory(self._config_for_producer())
-        if self._transactional:
-            # fences an earlier producer with our id, aborting what it left open
-            producer.init_transactions(self._flush_timeout_s)
-        return producer
-
     def _require_producer(self) -> Producer:
         if self._producer is None:
-            self._producer = self._new_producer()
+            self._producer = self._factory(dict(self._config))
         return self._producer
 
-    def _commit(self, producer: Producer) -> None:
-        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
-            try:
-                self._bounded(
-                    "commit_transaction",
-                    lambda: producer.commit_transaction(self._flush_timeout_s),
-                )
-                self._failures = []
-                return
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if not (isinstance(error, KafkaError) and error.retriable()) or (
-                    attempt == _COMMIT_ATTEMPTS
-                ):
-                    raise
-                log.warning("kafka_sink_commit_retry", topic=self.topic, error=str(error))
 
-    def _send_offsets(
-        self, producer: Producer, offsets: list[TopicPartition], group_metadata: Any
-    ) -> None:
-        self._bounded(
-            "send_offsets_to_transaction",
-            lambda: producer.send_offsets_to_transaction(
-                offsets, group_metadata, self._flush_timeout_s
-            ),
+def bind_outputs(
+    job: str, participants: Sequence[BatchParticipant], transactional: bool
+) -> list[BatchParticipant]:
+    """Bind a job's outputs at start; the participants the context then drives, in order.
+
+    In a ledger job (``transactional``) every ``KafkaSink`` writes into one shared
+    ``OutputTransaction``, which comes last, after the sinks (whose own ``precommit`` and
+    ``abort`` then do nothing): a batch's outputs commit together or not at all.
+    """
+    sinks = [p for p in participants if isinstance(p, KafkaSink)] if transactional else []
+    shared: OutputTransaction | None = None
+    if sinks:
+        first = sinks[0]
+        shared = OutputTransaction.shared_by(
+            [(s.topic, s.producer_config) for s in sinks],
+            flush_timeout_s=first._flush_timeout_s,
+            instance=first._instance,
+            producer_factory=first._factory,
         )
-
-    def _bounded(self, what: str, call: Callable[[], None]) -> None:
-        try:
-            call_with_deadline(what, self._flush_timeout_s + _DEADLINE_GRACE_S, call)
-        except DeadlineExceeded as exc:
-            raise ProducerStuckError(str(exc)) from exc
-
-    def _abandon_producer(self, why: str) -> None:
-        """Drop a producer stuck in a call; the next one's ``init_transactions`` fences it."""
-        log.warning("kafka_sink_producer_abandoned", topic=self.topic, reason=why)
-        self._in_transaction = False
-        self._failures = []
-        self._producer = None
-
-    def _abort_after(self, error: KafkaError | None) -> None:
-        """Abort the open transaction; a producer in a fatal state is replaced at next use."""
-        self._in_transaction = False
-        self._failures = []
-        producer = self._producer
-        if producer is None:
-            return
-        if error is not None and error.fatal():
-            log.warning("kafka_sink_producer_fatal", topic=self.topic, error=str(error))
-            self._producer = None
-            return
-        try:
-            self._bounded(
-                "abort_transaction", lambda: producer.abort_transaction(self._flush_timeout_s)
-            )
-        except ProducerStuckError as exc:
-            self._abandon_producer(str(exc))
-        except KafkaException as exc:
-            # e.g. fenced by a newer producer with our id: start over with a fresh one
-            log.warning("kafka_sink_abort_failed", topic=self.topic, error=str(exc))
-            self._producer = None
+        shared.bind(job)
+    for participant in participants:
+        if shared is not None and isinstance(participant, KafkaSink):
+            participant.bind(job, True, shared)
+        else:
+            participant.bind(job, transactional)
+    return [*participants, shared] if shared is not None else list(participants)

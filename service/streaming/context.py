@@ -29,6 +29,7 @@ from service.runtime.clock import Clock, SystemClock
 from service.runtime.crashpoints import CrashPoints
 from service.runtime.outage import Backoff, is_outage
 from service.runtime.scheduler import BatchScheduler
+from service.sinks.kafka import bind_outputs
 from service.sources.base import InputSource
 from service.state.base import StateStore, StateWrites
 from service.state.memory_store import MemoryStateStore
@@ -294,8 +295,9 @@ class StreamingContext:
             job.store.drop_prefix(job.prefix)
         self._next_batch_ms = self._graph.start(job, self._clock.now_ms())
         self._attach_ledger(job.store)
-        for participant in self._participants:
-            participant.bind(self._job_name, transactional=self._ledger is not None)
+        self._participants = bind_outputs(
+            self._job_name, self._participants, transactional=self._ledger is not None
+        )
         for source in self._sources:
             source.start()
         self._state = ACTIVE

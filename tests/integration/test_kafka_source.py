@@ -284,20 +284,25 @@ def test_a_group_offset_ahead_of_the_ledger_is_replayed_exactly_to_it(
         source = new_source(kafka_bootstrap, topic, group)
         source.attach_ledger(ledger, job)
         with running(source):
-            replay: list[KafkaRecord] = []
-            replaying: set[tuple[str, int]] = set()
+            # (record, whether its batch named its partition as replaying), batch by batch
+            seen: list[tuple[KafkaRecord, bool]] = []
+            batch_ms = 1000
             give_up = time.monotonic() + WAIT_SECONDS
-            while len(replay) < 4 + 2 and time.monotonic() < give_up:
+            while len(seen) < 8 + 3 and time.monotonic() < give_up:
                 source.fill(time.monotonic() + 0.5)
-                replay.extend(source.take_batch(1000))
-                replaying |= source.replaying()
-            assert [r.offset for r in replay if r.partition == 0] == [4, 5, 6, 7]
-            assert [r.offset for r in replay if r.partition == 1] == [0, 1]
-            assert replaying == {(topic, 0), (topic, 1)}
-            source.on_batch_persisted(1000)
-            rest = take_until(source, 2000, 5)
-            assert [r.offset for r in rest if r.partition == 0] == [8, 9, 10, 11]
-            assert [r.offset for r in rest if r.partition == 1] == [2]
+                batch = source.take_batch(batch_ms)
+                replaying = source.replaying()
+                seen.extend((r, (r.topic, r.partition) in replaying) for r in batch)
+                source.on_batch_persisted(batch_ms)
+                batch_ms += 1000
+
+            def offsets(partition: int, replayed: bool) -> list[int]:
+                return [r.offset for r, rep in seen if r.partition == partition and rep == replayed]
+
+            assert offsets(0, True) == [4, 5, 6, 7]
+            assert offsets(0, False) == [8, 9, 10, 11]
+            assert offsets(1, True) == [0, 1]
+            assert offsets(1, False) == [2]
             assert source.replaying() == set()
     finally:
         client.close()

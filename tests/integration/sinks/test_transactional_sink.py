@@ -146,6 +146,40 @@ def test_read_committed_sees_each_batch_once(
         assert int(headers["dstreams.input.partition"]) == int(key[1:]) % 2
 
 
+def test_two_sinks_commit_in_one_transaction(
+    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+) -> None:
+    """Issue 9, hole 1: two KafkaSinks took one transactional.id and fenced each other (out-b
+    never got a record, out-a repeated batches, the ledger never advanced). They now share the
+    instance's one transaction: both outputs get every batch once, and the ledger reaches the end.
+    """
+    topic_in, out_a, out_b = create_topic(partitions=3), create_topic(), create_topic()
+    records = keyed_records(6, 10)
+    produce(kafka_bootstrap, topic_in, records, partitions=3)
+    second = KafkaSink(kafka_bootstrap, out_b)
+    ssc, first = counting_job(kafka_bootstrap, redis_url, topic_in, out_a, after_sink=second)
+    ssc.start()
+    try:
+        expected = {f"k{k}": 10 for k in range(6)}
+        got_a = read_outputs(kafka_bootstrap, out_a, all_counted(expected))
+        got_b = read_outputs(kafka_bootstrap, out_b, all_counted(expected))
+    finally:
+        ssc.stop()
+    assert first.transactional_id == second.transactional_id  # one producer per instance
+    assert_each_count_once(got_a, expected)
+    assert_each_count_once(got_b, expected)
+    assert sorted((k, v) for k, v, _ in got_a) == sorted((k, v) for k, v, _ in got_b)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ends = [
+            int(client.hget(Shard(ssc.jobName, topic_in, p).ledger_key, "next_offset") or 0)
+            for p in range(3)
+        ]
+    finally:
+        client.close()
+    assert sum(ends) == len(records)
+
+
 class FailingParticipant:
     """An output that refuses to commit its second batch with records, after the sink wrote it."""
 

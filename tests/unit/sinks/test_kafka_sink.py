@@ -20,10 +20,12 @@ from service.commit.batch import (
 from service.sinks.kafka import (
     KafkaSink,
     KafkaSinkError,
+    bind_outputs,
     instance_id,
     record_headers,
     transactional_id,
 )
+from service.sinks.transaction import OutputTransaction
 from service.streaming import StreamingContext
 from service.streaming.rdd import BatchRDD
 
@@ -295,7 +297,7 @@ def test_a_stuck_send_offsets_abandons_the_producer_and_the_next_batch_uses_a_ne
 ) -> None:
     """librdkafka #5456: send_offsets_to_transaction can block past its timeout after the group
     coordinator restarted. The batch must fail (and be taken again), not wedge the job."""
-    monkeypatch.setattr("service.sinks.kafka._DEADLINE_GRACE_S", 0.0)
+    monkeypatch.setattr("service.sinks.transaction._DEADLINE_GRACE_S", 0.0)
     sink = sink_with(calls, producers, flush_timeout_s=0.2)
     sink.bind("wc", transactional=True)
     release = threading.Event()
@@ -347,3 +349,34 @@ def test_a_plain_sink_does_not_skip(
     sink.skip_tasks({("in", 0)})
     sink(rdd([[("a", 1)]], [("in", 0)]))
     assert [c[2] for c in calls if c[0] == "produce"] == ["a"]
+
+
+def test_a_jobs_sinks_share_one_transaction_per_batch(
+    calls: list[tuple[Any, ...]], producers: list[RecordingProducer]
+) -> None:
+    """Issue 9, hole 1: one producer, one init, one commit for every sink of the batch."""
+    first, second = sink_with(calls, producers), sink_with(calls, producers)
+    second.topic = "out-b"
+    driven = bind_outputs("wc", [first, second], transactional=True)
+    assert driven[:2] == [first, second] and isinstance(driven[2], OutputTransaction)
+    assert len(producers) == 1
+    for participant in driven:
+        participant.begin(1000)
+    first(rdd([[("a", 1)]], [("in", 0)]))
+    second(rdd([[("a", 1)]], [("in", 0)]))
+    failure = precommit_all(driven, 1000, [GroupOffsets({("in", 0): 1}, "meta")])
+    assert failure is None
+    assert [c[0] for c in calls] == ["init", "begin", "produce", "produce", "offsets", "commit"]
+    assert [c[1] for c in calls if c[0] == "produce"] == ["out", "out-b"]
+    assert first.transactional_id == second.transactional_id == "dstreams-wc-pod-0"
+
+
+def test_sinks_to_different_clusters_are_refused_at_start(
+    calls: list[tuple[Any, ...]], producers: list[RecordingProducer]
+) -> None:
+    first = sink_with(calls, producers)
+    other = KafkaSink("elsewhere:9092", "out-b", producer_factory=lambda c: None)
+    with pytest.raises(ValueError, match="'out' and 'out-b' name different Kafka clusters"):
+        bind_outputs("wc", [first, other], transactional=True)
+    # plain outputs (no ledger) keep a producer each
+    assert len(bind_outputs("wc2", [sink_with(calls, producers), other], transactional=False)) == 2

@@ -15,7 +15,10 @@ before the ledger step, so after a crash between the two the group's committed o
 a partition is ahead of the ledger's ``R`` - in no other case. On claiming such a partition the
 source reads ``[R, K)`` again as batches that end exactly at ``K``, and ``replaying()`` names
 them: their state is applied as usual, but outputs that honour it (``KafkaSink.skip_tasks``) do
-not publish them again, since the crashed instance already did (docs/exactly-once.md).
+not publish them again, since the crashed instance already did (docs/exactly-once.md). While
+a replay runs, no commit of ours (a replayed batch's transaction, the commit after its ledger
+step, the commit on revoke) lowers the group offset below ``K``: it is the only record of what
+was published, and a second crash during the replay must find it again.
 """
 
 from __future__ import annotations
@@ -577,8 +580,14 @@ class KafkaSource:
         transactional output commits with its records, so a zombie's commit is refused."""
         if self._consumer is None or not self._spans:
             return None
-        offsets = {tp: span.next_offset for tp, span in self._spans.items()}
+        offsets = {tp: self._keep_marker(tp, span.next_offset) for tp, span in self._spans.items()}
         return GroupOffsets(offsets, self._consumer.consumer_group_metadata())
+
+    def _keep_marker(self, tp: TopicPartitionKey, offset: int) -> int:
+        """The group offset to commit for ``tp``: never below a replay's end while the replay
+        runs, since that offset is the only record of what the crashed owner published (a
+        lower commit would make a second crash during the replay publish it again)."""
+        return max(offset, self._replay_until.get(tp, offset))
 
     def rewind(self) -> None:
         """The batch just taken was not committed: hand its records out again, in order.
@@ -665,7 +674,11 @@ class KafkaSource:
 
     def _commit(self, tps: list[TopicPartitionKey]) -> None:
         """Synchronously commit what is committable for ``tps``; on failure keep it for later."""
-        offsets = {tp: self._committable[tp] for tp in tps if tp in self._committable}
+        offsets = {
+            tp: self._keep_marker(tp, self._committable[tp])
+            for tp in tps
+            if tp in self._committable
+        }
         if not offsets or self._consumer is None:
             return
         partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
@@ -682,7 +695,7 @@ class KafkaSource:
             if result.error is not None:
                 self._error_counts["kafka_commit"] += 1
                 log.warning("kafka_commit_failed", partition=tp, error=str(result.error))
-            elif self._committable.get(tp) == result.offset:
+            elif self._keep_marker(tp, self._committable.get(tp, -1)) == result.offset:
                 del self._committable[tp]
         log.debug("kafka_committed", offsets=offsets)
 

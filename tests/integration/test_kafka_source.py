@@ -306,3 +306,48 @@ def test_a_group_offset_ahead_of_the_ledger_is_replayed_exactly_to_it(
             assert source.replaying() == set()
     finally:
         client.close()
+
+
+def test_a_replay_keeps_the_group_offset_at_its_end_through_a_second_crash(
+    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+) -> None:
+    """Issue 9, hole 2: the group offset K is the only record of "published up to K". A replay
+    of [4, 8) that persisted [4, 6) and committed 6 (its transaction, the commit after its
+    ledger step, or the commit on revoke) made a second crash lose the marker: the next owner
+    replayed nothing and published [6, 8) again. Every commit now keeps K while replaying."""
+    topic = create_topic(partitions=1)
+    produce(kafka_bootstrap, topic, 0, [f"a{i}" for i in range(10)])
+    group, job = f"g-{uuid.uuid4().hex}", f"replay2-{uuid.uuid4().hex[:8]}"
+    committer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    committer.commit(offsets=[TopicPartition(topic, 0, 8)], asynchronous=False)
+    committer.close()
+    tp = (topic, 0)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ledger = BatchLedger(client, retry_seconds=5)
+        shard = Shard(job, topic, 0)
+        ledger.commit_batch(shard, ledger.acquire_epoch(shard), 1, 0, 4, StateWrites())
+
+        # the first replaying owner: batches of 2 records (rate 2/s x 1 s)
+        source = new_source(kafka_bootstrap, topic, group, rate=2)
+        source.attach_ledger(ledger, job)
+        with running(source):
+            first = take_until(source, 1000, 2)
+            assert [r.offset for r in first] == [4, 5] and source.replaying() == {tp}
+            groups = source.group_offsets()
+            assert groups is not None and groups.offsets == {tp: 8}  # what its transaction sends
+            span = source.ledger_span(tp)
+            assert span is not None
+            ledger.commit_batch(shard, span.epoch, 1000, 4, 6, StateWrites())
+            source.on_batch_persisted(1000)  # the plain commit after the ledger step
+        # ... and the stop's commit: the group still says 8
+        assert committed(kafka_bootstrap, group, topic, 1) == {0: 8}
+
+        # the second owner (after the "crash") replays the rest of the span, [6, 8)
+        again = new_source(kafka_bootstrap, topic, group, rate=2)
+        again.attach_ledger(ledger, job)
+        with running(again):
+            second = take_until(again, 2000, 2)
+            assert [r.offset for r in second] == [6, 7] and again.replaying() == {tp}
+    finally:
+        client.close()

@@ -41,6 +41,7 @@ MAX_MESSAGE_CHARS = 2000
 DLQ_TOPIC_PARAM = "dstreams.dlq.topic"
 REPLAYED_FROM = "dstreams.replayed.from"
 ORIGIN_TOPIC = "__connect.errors.topic"
+ORIGIN_PARTITION = "__connect.errors.partition"
 # why a record was dead-lettered, counted for metrics: key + value over the limit, the decoders
 # or messageHandler raised (both rejected by the source), a job function kept raising on it
 DEAD_LETTER_REASONS = ("too_large", "undecodable", "job_error")
@@ -269,7 +270,11 @@ def replay(
             "auto.offset.reset": "earliest",
         }
     )
-    producer = Producer({"bootstrap.servers": bootstrap_servers, "acks": "all"})
+    # murmur2 as the Java client: a key replayed elsewhere (--to) lands where Java producers
+    # (and Kafka Streams, Quix) put it; librdkafka's default (CRC32) would split a key's state
+    producer = Producer(
+        {"bootstrap.servers": bootstrap_servers, "acks": "all", "partitioner": "murmur2_random"}
+    )
     try:
         metadata = consumer.list_topics(dlq_topic, timeout=10)
         described = metadata.topics.get(dlq_topic)
@@ -280,9 +285,7 @@ def replay(
         for p in partitions:
             _, high = consumer.get_watermark_offsets(TopicPartition(dlq_topic, p), timeout=10)
             ends[p] = high
-        committed = consumer.committed(
-            [TopicPartition(dlq_topic, p) for p in partitions], timeout=10
-        )
+        committed = _committed(consumer, [TopicPartition(dlq_topic, p) for p in partitions])
         starts = {tp.partition: tp.offset for tp in committed}
         todo = [p for p in partitions if ends[p] > max(starts.get(p, 0), 0)]
         if not todo:
@@ -297,6 +300,20 @@ def replay(
         raise ReplayError(str(exc.args[0])) from exc
     finally:
         consumer.close()
+
+
+def _committed(consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    """The group's offsets; a coordinator still being elected (a new group) is waited for."""
+    give_up = time.monotonic() + 30.0
+    while True:
+        try:
+            return list(consumer.committed(partitions, timeout=10))
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, KafkaError) and error.retriable()
+            if not retriable or time.monotonic() > give_up:
+                raise
+            time.sleep(0.5)
 
 
 def _replay_loop(
@@ -344,13 +361,17 @@ def _replay_loop(
                 f"dead letter {dlq_topic}/{partition}/{offset} names no topic "
                 f"({ORIGIN_TOPIC} header missing): use --to"
             )
-        producer.produce(
-            target,
-            key=message.key(),
-            value=message.value(),
-            headers=[(REPLAYED_FROM, f"{dlq_topic}/{partition}/{offset}".encode())],
-            on_delivery=delivered,
-        )
+        origin_partition = _header(message, ORIGIN_PARTITION)
+        record: dict[str, Any] = {
+            "key": message.key(),
+            "value": message.value(),
+            "headers": [(REPLAYED_FROM, f"{dlq_topic}/{partition}/{offset}".encode())],
+            "on_delivery": delivered,
+        }
+        if to is None and origin_partition is not None:
+            # back to the partition it came from, whose state holds its key
+            record["partition"] = int(origin_partition)
+        producer.produce(target, **record)
         sent += 1
         next_offsets[partition] = offset + 1
         if offset + 1 >= ends[partition]:

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, Message, Producer
 from service.cli import main as cli_main
 from service.commit.ledger import Shard
 from service.sinks.dead_letter import replay
+from service.sinks.partitioner import partition_for
 from service.streaming import StreamingContext
 from service.streaming.kafka import KafkaUtils
 
@@ -200,3 +201,38 @@ def test_replay_of_a_missing_topic_is_one_line_and_exit_1(
     assert cli_main(["dlq", "replay", "--topic", missing]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"error: no such topic: {missing}"
+
+
+def test_replay_returns_each_letter_to_its_partition(
+    kafka_bootstrap: str, create_topic: Callable[..., str]
+) -> None:
+    """Issue 9, hole 8: replay produced without a partition, so librdkafka's CRC32 partitioner
+    moved keys to other partitions and split their state. Back to its own topic a letter goes
+    to the partition it came from; elsewhere (``--to``) where Java's murmur2 puts its key."""
+    origin, dlq, elsewhere = (
+        create_topic(partitions=4),
+        create_topic(),
+        create_topic(partitions=4),
+    )
+    letters = [(f"key-{i}", i % 4) for i in range(24)]  # recorded partitions, not the key's hash
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for key, partition in letters:
+        producer.produce(
+            dlq,
+            key=key,
+            value=key,
+            headers=[
+                ("__connect.errors.topic", origin.encode()),
+                ("__connect.errors.partition", str(partition).encode()),
+            ],
+        )
+    assert producer.flush(30) == 0
+
+    assert replay(kafka_bootstrap, dlq) == len(letters)
+    back = consume_all(kafka_bootstrap, origin, len(letters))
+    assert sorted(((m.key() or b"").decode(), m.partition()) for m in back) == sorted(letters)
+
+    assert replay(kafka_bootstrap, dlq, to=elsewhere, group_id=f"again-{dlq}") == len(letters)
+    moved = consume_all(kafka_bootstrap, elsewhere, len(letters))
+    for m in moved:
+        assert m.partition() == partition_for(m.key() or b"", 4)

@@ -134,6 +134,25 @@ class GroupOffsetSource(Protocol):
 
     def rewind(self) -> None: ...
 
+    def find_published(self) -> None:
+        """After a transaction whose commit is unknown: partitions whose group offset is past
+        where the next batch starts were published, and are replayed without their outputs."""
+        ...
+
+
+@runtime_checkable
+class RecoverableParticipant(Protocol):
+    """A participant that can lose track of whether its batch committed (a Kafka transaction
+    whose ``commit_transaction`` timed out): before the next batch, ``recover`` (repeatable)
+    makes the outcome final and readable, and ``settled`` says it has been read."""
+
+    @property
+    def needs_recovery(self) -> bool: ...
+
+    def recover(self) -> None: ...
+
+    def settled(self) -> None: ...
+
 
 class OutputFencedError(RuntimeError):
     """The broker refused the batch's transaction: this instance no longer owns its input."""

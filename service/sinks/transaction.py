@@ -84,6 +84,15 @@ class ProducerStuckError(KafkaSinkError):
     outage = True  # the broker side is in trouble, not the batch (service.runtime.outage)
 
 
+class AmbiguousCommitError(KafkaSinkError):
+    """``commit_transaction`` did not say whether it committed (timed out, or stuck, after
+    EndTxn may have been sent). The next ``init_transactions`` with our id completes or aborts
+    it; until the group's offsets tell which (``recover``), the batch must not be published
+    again as if it had not been."""
+
+    outage = True
+
+
 def instance_id(environ: Mapping[str, str] | None = None) -> str:
     """``DSTREAMS_INSTANCE_ID``, else ``<hostname>-<pid>`` (see the module docstring)."""
     env = environ if environ is not None else os.environ
@@ -129,6 +138,8 @@ class OutputTransaction:
         self._in_transaction = False
         self._failures: list[tuple[str, KafkaError]] = []
         self._topics: set[str] = set()
+        # set by an ambiguous commit, cleared by ``recover``
+        self.needs_recovery = False
 
     @classmethod
     def shared_by(
@@ -189,7 +200,11 @@ class OutputTransaction:
                 raise KafkaSinkError(
                     f"{len(self._failures)} records to {topics} failed ({topic}: {first})"
                 ) from KafkaException(first)
-            self._commit(producer)
+            self._commit(producer, batch_ms, topics)
+        except AmbiguousCommitError:
+            self._abandon_producer("the outcome of commit_transaction is unknown")
+            self.needs_recovery = True
+            raise
         except KafkaException as exc:
             error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             self._abort_after(error)
@@ -264,8 +279,11 @@ class OutputTransaction:
 
     def _new_producer(self) -> Producer:
         producer = self._factory(self._producer_config())
-        # fences an earlier producer with our id, aborting what it left open
-        producer.init_transactions(self._flush_timeout_s)
+        # fences an earlier producer with our id, aborting what it left open (or completing
+        # the commit it had sent)
+        self._bounded(
+            "init_transactions", lambda: producer.init_transactions(self._flush_timeout_s)
+        )
         return producer
 
     def _require_producer(self) -> Producer:
@@ -273,7 +291,13 @@ class OutputTransaction:
             self._producer = self._new_producer()
         return self._producer
 
-    def _commit(self, producer: Producer) -> None:
+    def _commit(self, producer: Producer, batch_ms: int, topics: str) -> None:
+        """``commit_transaction``, retried while librdkafka says a retry may finish it.
+
+        An abortable or fatal error means the transaction did not commit. A timeout that
+        outlasts the retries, or a call stuck past its deadline, leaves it unknown:
+        ``AmbiguousCommitError``.
+        """
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
             try:
                 self._bounded(
@@ -282,13 +306,31 @@ class OutputTransaction:
                 )
                 self._failures = []
                 return
+            except ProducerStuckError as exc:
+                raise AmbiguousCommitError(
+                    f"batch {batch_ms}: transaction to {topics}: {exc}"
+                ) from exc
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
-                if not (isinstance(error, KafkaError) and error.retriable()) or (
-                    attempt == _COMMIT_ATTEMPTS
-                ):
+                retriable = isinstance(error, KafkaError) and error.retriable()
+                if retriable and attempt == _COMMIT_ATTEMPTS:
+                    raise AmbiguousCommitError(
+                        f"batch {batch_ms}: commit of the transaction to {topics} timed out "
+                        f"{attempt} times ({error}): outcome unknown"
+                    ) from exc
+                if not retriable:
                     raise
                 log.warning("kafka_transaction_commit_retry", error=str(error))
+
+    def recover(self) -> None:
+        """After an ``AmbiguousCommitError``: a new producer, whose ``init_transactions``
+        completes or aborts what the old one left (the group's offsets then tell which)."""
+        if self._producer is None:
+            self._producer = self._new_producer()
+
+    def settled(self) -> None:
+        """The group's offsets were read after ``recover``: batches go on as usual."""
+        self.needs_recovery = False
 
     def _send_offsets(
         self, producer: Producer, offsets: list[TopicPartition], group_metadata: Any

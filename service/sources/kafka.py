@@ -361,23 +361,40 @@ class KafkaSource:
         log.info("kafka_partitions_claimed", epochs=dict(self._epochs), seeks=seeks)
         return seeks
 
-    def _find_replays(self, consumer: Consumer, seeks: Mapping[TopicPartitionKey, int]) -> None:
+    def find_published(self) -> None:
+        """After a transaction whose commit is unknown (``AmbiguousCommitError``), once a new
+        producer's ``init_transactions`` settled it: where the group's offset (a stable read,
+        KIP-447) is past our position, the transaction committed, so those records are
+        replayed without their outputs. Raises when the offsets cannot be read."""
+        consumer = self._require_consumer()
+        seeks = {tp: o for tp, o in self._positions.items() if tp in self._assigned}
+        if seeks:
+            self._find_replays(consumer, seeks, strict=True)
+
+    def _find_replays(
+        self, consumer: Consumer, seeks: Mapping[TopicPartitionKey, int], *, strict: bool = False
+    ) -> None:
         """Partitions whose group offset is ahead of where we start (see the module docstring).
 
         The crashed owner's transaction had committed (the crash came after
         ``commit_transaction`` returned); should its offsets not be visible yet, or ``committed``
-        not answer, nothing is replayed and outputs may repeat one batch: never a loss.
+        not answer, nothing is replayed and outputs may repeat one batch: never a loss
+        (``strict``: raise instead).
         """
         asked = [TopicPartition(t, p) for t, p in seeks]
         try:
             answers = consumer.committed(asked, timeout=_REPLAY_CHECK_SECONDS)
         except KafkaException as exc:
+            if strict:
+                raise
             log.warning("kafka_replay_check_failed", error=str(exc))
             return
         for answer in answers:
             tp = (answer.topic, answer.partition)
             start = seeks[tp]
             committed_offset = answer.offset
+            if strict and answer.error is not None:
+                raise KafkaException(answer.error)
             if answer.error is not None or committed_offset < 0:
                 continue
             # an unrecorded partition starting at the beginning replays up to the group offset

@@ -19,6 +19,7 @@ from service.commit.batch import (
     BatchParticipant,
     GroupOffsetSource,
     OutputFencedError,
+    RecoverableParticipant,
     SpanSource,
     abort_all,
     commit_tasks,
@@ -398,6 +399,8 @@ class StreamingContext:
                 self._shutdown()
 
     def _run_batch_locked(self, t: int) -> None:
+        if not self._settle_unknown_commits(t):
+            return
         info = BatchInfo(t, self._clock.now_ms())
         self._notify("onBatchSubmitted", BatchEvent(info))
         info._start_ms = self._clock.now_ms()
@@ -447,6 +450,35 @@ class StreamingContext:
         self._outage_backoff.reset()
         info._end_ms = self._clock.now_ms()
         self._notify("onBatchCompleted", BatchEvent(info))
+
+    def _settle_unknown_commits(self, t: int) -> bool:
+        """Before taking records again after a transaction whose commit is unknown: a new
+        producer settles it, and the group's offsets say whether it published the batch, whose
+        records are then replayed without their outputs (``KafkaSource.find_published``).
+        False (the batch waits) while Kafka cannot tell."""
+        unsettled = [
+            p
+            for p in self._participants
+            if isinstance(p, RecoverableParticipant) and p.needs_recovery
+        ]
+        if not unsettled:
+            return True
+        try:
+            for participant in unsettled:
+                participant.recover()
+            for source in self._sources:
+                if isinstance(source, GroupOffsetSource):
+                    source.find_published()
+            for participant in unsettled:
+                participant.settled()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("batch %d ms: cannot tell yet whether the last batch was published", t)
+            self._pause_for_outage(t)
+            return False
+        log.info("batch %d ms: the outcome of the unknown commit is settled", t)
+        return True
 
     def _pause_for_outage(self, t: int) -> None:
         """Kafka or Redis is down: wait a growing while before the batch is taken again."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from service.commit.batch import GroupOffsets, OutputFencedError
 from service.commit.ledger import Shard
@@ -98,6 +98,7 @@ def counting_job(
     topic_out: str,
     extra_output: Callable[[Any], None] | None = None,
     after_sink: Callable[[Any], None] | None = None,
+    producer_factory: Callable[[dict[str, Any]], Any] = Producer,
 ) -> tuple[StreamingContext, KafkaSink]:
     job = f"txn-{uuid.uuid4().hex[:8]}"
     ssc = StreamingContext(0.3, jobName=job)
@@ -106,7 +107,7 @@ def counting_job(
     ones = KafkaUtils.createDirectStream(ssc, [topic_in], params).map(lambda kv: (kv[0], 1))
     counts = ones.updateStateByKey(lambda vs, last: (last or 0) + sum(vs))
     changed = counts.join(ones.reduceByKey(lambda a, b: a)).map(lambda kv: (kv[0], kv[1][0]))
-    sink = KafkaSink(bootstrap, topic_out)
+    sink = KafkaSink(bootstrap, topic_out, producer_factory=producer_factory)
     if extra_output is not None:
         # registered first, so it is asked to commit before the sink
         changed.foreachRDD(extra_output)
@@ -178,6 +179,61 @@ def test_two_sinks_commit_in_one_transaction(
     finally:
         client.close()
     assert sum(ends) == len(records)
+
+
+class LostCommitReply:
+    """Real producers, the ``nth`` of whose commits goes through and then reports a timeout
+    (its reply lost after EndTxn was sent), as do that producer's retries of it."""
+
+    def __init__(self, nth: int) -> None:
+        self.nth = nth
+        self.commits = 0
+        self.producers = 0
+        self.lied = False
+
+    def __call__(self, config: dict[str, Any]) -> Any:
+        self.producers += 1
+        real = Producer(config)
+        outer = self
+        lying = False
+
+        class Wrapped:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def commit_transaction(self, timeout: float) -> None:
+                nonlocal lying
+                if lying:
+                    raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "lost", retriable=True))
+                outer.commits += 1
+                real.commit_transaction(timeout)
+                if outer.commits == outer.nth:
+                    lying = outer.lied = True
+                    raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "lost", retriable=True))
+
+        return Wrapped()
+
+
+def test_a_commit_whose_reply_is_lost_publishes_its_batch_once(
+    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+) -> None:
+    """Issue 9, hole 3: commit_transaction timed out after EndTxn was sent; the producer was
+    dropped and the batch taken again, so the batch was published twice (the next
+    init_transactions completes that commit). Now a new producer settles it first and the
+    group's offsets tell that it committed: the batch's records are replayed into state (the
+    ledger step had not run) without publishing them again."""
+    topic_in, topic_out = create_topic(partitions=2), create_topic()
+    produce(kafka_bootstrap, topic_in, keyed_records(4, 15), partitions=2)
+    lost = LostCommitReply(nth=2)
+    ssc, _ = counting_job(kafka_bootstrap, redis_url, topic_in, topic_out, producer_factory=lost)
+    ssc.start()
+    try:
+        expected = {f"k{k}": 15 for k in range(4)}
+        out = read_outputs(kafka_bootstrap, topic_out, all_counted(expected))
+    finally:
+        ssc.stop()
+    assert lost.lied and lost.producers == 2
+    assert_each_count_once(out, expected)
 
 
 class FailingParticipant:

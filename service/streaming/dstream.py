@@ -646,12 +646,18 @@ class UnionDStream(DStream):
 
 
 class _SliceLog:
-    """A parent's batches that windows over it still need, mirrored in the store with a TTL.
+    """A parent's batches that windows over it still need, mirrored in the store.
 
     Keyed logs (the per-batch reduced values of reduceByKeyAndWindow) hold one field per key:
     ``pickle(key) -> pickle((partition, position, value))``; record logs hold one field per
     partition plus the partition count, since raw records cannot be pre-aggregated. Under Kafka
     inputs there is one log per task, loaded from the store when the task first appears.
+
+    A slice lives until batch time leaves it out of every window, never by wall-clock: an
+    index map lists the stored slices' batch times, so whoever loads the log finds all of them
+    (also those a pause or a downtime left behind) and drops each once no window needs it. A
+    TTL would let a slice expire during a long outage or pause while an incremental window
+    still has to subtract it, and the window would drift for ever (issue 9, hole 5).
     """
 
     _COUNT = b"n"
@@ -665,10 +671,6 @@ class _SliceLog:
         self.op = op
         self.entries: dict[int, dict[bytes, bytes] | None] = {}
         self.task_entries: dict[Task, dict[int, dict[bytes, bytes] | None]] = {}
-
-    def _ttl_ms(self) -> int:
-        # Dropped explicitly once out of every window; the TTL only reclaims what a crash left.
-        return 2 * self.keep_ms + 60_000
 
     def _encode(self, partitions: list[list[Any]]) -> dict[bytes, bytes]:
         if self.keyed_partitions is not None:
@@ -701,12 +703,30 @@ class _SliceLog:
             parts = [loads(fields[b"p%d" % i]) for i in range(count)]
         return BatchRDD(parts, ctx, None if task is None else [task] * len(parts))
 
-    def _write(self, name: str, fields: dict[bytes, bytes]) -> None:
+    def _write(self, t: int, task: Task | None, fields: dict[bytes, bytes]) -> None:
         if fields:
             job = self.stream._job
+            name = job.slice_name(self.stream._id, t, task)
             for k, v in fields.items():
                 job.writes.set(name, k, v)
-            job.writes.map_ttls_ms[name] = self._ttl_ms()
+            job.writes.set(job.slice_index_name(self.stream._id, task), str(t).encode(), b"1")
+
+    def _load(self, t: int, task: Task | None) -> dict[int, dict[bytes, bytes] | None]:
+        """The stored slices a window at ``t`` may still need; older ones are dropped now."""
+        job = self.stream._job
+        index = job.slice_index_name(self.stream._id, task)
+        stored = {int(x) for x in job.store.load_map(index)}
+        # slices written before the index existed are found by time, as they used to be
+        needed = set(self.stream._valid_times(t - self.keep_ms, t)) | stored
+        entries: dict[int, dict[bytes, bytes] | None] = {}
+        for old in sorted(needed):
+            if old <= t - self.keep_ms:
+                job.writes.map_drops.add(job.slice_name(self.stream._id, old, task))
+                job.writes.delete(index, str(old).encode())
+                continue
+            fields = job.store.load_map(job.slice_name(self.stream._id, old, task))
+            entries[old] = fields if fields or self.keyed_partitions is not None else None
+        return entries
 
     def record(self, t: int, rdd: BatchRDD | None) -> None:
         if self.stream._task_scoped:
@@ -717,7 +737,7 @@ class _SliceLog:
             return
         fields = self._encode(rdd.partitions)
         self.entries[t] = fields
-        self._write(self.stream._job.slice_name(self.stream._id, t), fields)
+        self._write(t, None, fields)
 
     def _record_tasks(self, t: int, rdd: BatchRDD | None) -> None:
         if rdd is None:
@@ -726,20 +746,15 @@ class _SliceLog:
             return
         groups = _task_groups(rdd, self.op)
         encoded = [(task, self._encode(parts)) for task, parts in groups]
-        job = self.stream._job
         for task, fields in encoded:
             self._open(task, t)[t] = fields
-            self._write(job.slice_name(self.stream._id, t, task), fields)
+            self._write(t, task, fields)
 
     def _open(self, task: Task, t: int) -> dict[int, dict[bytes, bytes] | None]:
         """The task's slices before ``t`` that a window may still need, read on first sight."""
         entries = self.task_entries.get(task)
         if entries is None:
-            entries = {}
-            job = self.stream._job
-            for old in self.stream._valid_times(t - self.keep_ms, t - 1):
-                fields = job.store.load_map(job.slice_name(self.stream._id, old, task))
-                entries[old] = fields if fields or self.keyed_partitions is not None else None
+            entries = {x: f for x, f in self._load(t, task).items() if x < t}
             self.task_entries[task] = entries
         return entries
 
@@ -764,23 +779,21 @@ class _SliceLog:
         return self.stream._ctx.union(rdds) if rdds else None
 
     def restore(self, last_ms: int) -> None:
-        job = self.stream._job
-        for t in self.stream._valid_times(last_ms - self.keep_ms, last_ms):
-            fields = job.store.load_map(job.slice_name(self.stream._id, t))
-            if fields or self.keyed_partitions is not None:
-                self.entries[t] = fields
-            else:
-                self.entries[t] = None
+        self.entries.update(self._load(last_ms, None))
 
     def expire(self, t: int) -> None:
         job = self.stream._job
-        for old in [x for x in self.entries if x <= t - self.keep_ms]:
-            if self.entries.pop(old):
-                job.writes.map_drops.add(job.slice_name(self.stream._id, old))
-        for task, entries in self.task_entries.items():
+        scopes: list[tuple[Task | None, dict[int, dict[bytes, bytes] | None]]] = [
+            (None, self.entries),
+            *self.task_entries.items(),
+        ]
+        for task, entries in scopes:
             for old in [x for x in entries if x <= t - self.keep_ms]:
                 if entries.pop(old):
                     job.writes.map_drops.add(job.slice_name(self.stream._id, old, task))
+                    job.writes.delete(
+                        job.slice_index_name(self.stream._id, task), str(old).encode()
+                    )
 
     def forget(self, task: Task) -> None:
         self.task_entries.pop(task, None)

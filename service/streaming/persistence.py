@@ -80,6 +80,12 @@ class JobState:
             return self.shard(task).key(f"s{stream_id}", "slice", str(batch_ms))
         return f"dstreams:{self.job}:s{stream_id}:slice:{batch_ms}"
 
+    def slice_index_name(self, stream_id: int, task: Task | None = None) -> str:
+        """The batch times whose slices of stream ``stream_id`` are stored (one field each)."""
+        if task is not None:
+            return self.shard(task).key(f"s{stream_id}", "slices")
+        return f"dstreams:{self.job}:s{stream_id}:slices"
+
     def state_name(self, stream_id: int, task: Task | None = None) -> str:
         if task is not None:
             return self.shard(task).key(f"s{stream_id}", "state")

@@ -196,7 +196,7 @@ def test_state_schema_one_write_per_key_and_one_commit_per_batch() -> None:
     assert int(meta[b"zero_ms"]) == 0
 
 
-def test_window_slices_are_written_reduced_with_ttl_and_dropped() -> None:
+def test_window_slices_are_written_reduced_indexed_and_dropped() -> None:
     store = RecordingStore()
     ssc = make_ssc(store=store, job="w")
     pairs = ssc.queueStream([[("a", 1), ("a", 2), ("b", 1)], [("a", 1)]])
@@ -209,10 +209,14 @@ def test_window_slices_are_written_reduced_with_ttl_and_dropped() -> None:
     first = store.batches[1]
     fields = {pickle.loads(k): pickle.loads(v)[2] for k, v in first.map_sets[name].items()}
     assert fields == {"a": 3, "b": 1}
-    assert first.map_ttls_ms[name] > 1500
+    # no TTL: a slice lives until batch time leaves it out of every window (issue 9, hole 5)
+    assert first.map_ttls_ms == {}
+    index = f"dstreams:w:s{reduced_id}:slices"
+    assert first.map_sets[index] == {b"500": b"1"}
     dropped = set().union(*(b.map_drops for b in store.batches))
     assert name in dropped
     assert not [n for n in store.map_names() if ":slice:" in n]
+    assert store.load_map(index) == {}
 
 
 def test_source_sees_persisted_after_commit() -> None:

@@ -277,3 +277,28 @@ def test_global_state_under_kafka_inputs_raises_at_the_first_batch(name: str, bu
 def test_job_scoped_jobs_still_count_by_window_globally() -> None:
     out = run_global([[[1, 2], [3]], [[4]]], lambda d: d.countByWindow(1.0, 0.5), 3)
     assert out == [[3], [4], [1]]
+
+
+def test_an_incremental_window_stays_exact_through_pauses_longer_than_any_slice_ttl() -> None:
+    """Issue 9, hole 5: slices had a wall-clock TTL of 2(w+s)+60 s. A pause longer than that
+    (an outage whose batch is abandoned, so its tasks re-read the store; a SIGSTOP) expired a
+    slice the incremental window still had to subtract: it read as empty, and the window kept
+    its values for ever. Slices now live until batch time leaves them out of every window."""
+    now = [0.0]
+    store = MemoryStateStore(now=lambda: now[0])
+    records = [[("a", i), ("b", 1)] for i in range(1, 13)]
+    window = lambda d: d.reduceByKeyAndWindow(operator.add, operator.sub, 2.5, 0.5)  # noqa: E731
+    expected = run_tasks(keyed_batches(records), window, len(records))
+
+    ssc = task_ssc(store)
+    collector = TaskCollector()
+    window(ssc._sourceStream(TaskSource(keyed_batches(records)))).foreachRDD(collector)
+    for _ in records:
+        run_batches(ssc, 1)
+        now[0] += 3600.0  # an hour between batches, whatever the TTL was
+        for p in range(3):
+            ssc._graph.forget_task(task(p))  # as an abandoned batch does: re-read the store
+    ssc.stop()
+    assert collector.batches == expected
+    # and once out of every window, the slices are gone from the store
+    assert len([n for n in store.map_names() if ":slice:" in n]) <= 2 * 6

@@ -46,7 +46,13 @@ from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import ClusterDownError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
 from tenacity import (
     Retrying,
     retry_if_exception_type,
@@ -67,8 +73,19 @@ KEY_PREFIX = "dstreams"
 MAX_EXACT_INT = 2**53 - 1
 # Fields per HSET/HDEL op: Lua's unpack() cannot spread many more arguments at once.
 OP_CHUNK = 1000
-# Errors after which the same script call is sent again (I3 makes that safe).
-RETRYABLE = (redis.ConnectionError, redis.TimeoutError, ClusterDownError)
+# Errors after which the same script call is sent again (I3 makes that safe). Besides a lost
+# connection: a failover in progress (READONLY from a demoted primary, MOVED/ASK once a slot
+# moved, TRYAGAIN, CLUSTERDOWN) and a full Redis (OOM): each refuses the script before its
+# first write, so it wrote nothing and is sent again until Redis takes it.
+RETRYABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterDownError,
+    ReadOnlyError,
+    TryAgainError,
+    AskError,
+    OutOfMemoryError,
+)
 
 
 class ForeignKeyError(ValueError):
@@ -382,6 +399,12 @@ class BatchLedger:
             if not (self._wait_replicas or self._wait_aof):
                 return list(self._script(keys=encoded.keys, args=encoded.args)), None
             return self._call_and_wait(encoded)
+        except AskError:
+            # the slot moved (a failover, a reshard): look the owner up again before the retry
+            if isinstance(self._client, RedisCluster):
+                cluster: Any = self._client
+                cluster.nodes_manager.initialize()
+            raise
         except redis.ResponseError as exc:
             if "dstreams ledger refused" in str(exc):
                 raise LedgerError(str(exc)) from exc

@@ -14,15 +14,18 @@ from collections.abc import Iterator
 
 import redis
 from confluent_kafka import KafkaError, KafkaException
-from redis.exceptions import ClusterDownError, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, OutOfMemoryError, TryAgainError
 
-# Errors of a Redis that is down, restarting (loading its AOF), failing over or resharding.
+# Errors of a Redis that is down, restarting (loading its AOF), failing over or resharding, or
+# full (OOM under noeviction: it answers again once memory is freed or added).
 _REDIS_OUTAGES = (
     redis.ConnectionError,  # includes BusyLoadingError
     redis.TimeoutError,
     redis.ReadOnlyError,
     ClusterDownError,
     TryAgainError,
+    AskError,  # and MOVED
+    OutOfMemoryError,
 )
 # librdkafka errors of a broker that is unreachable or busy electing; a job's own records
 # never cause these.

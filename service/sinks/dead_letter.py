@@ -53,6 +53,13 @@ class DeadLetterError(RuntimeError):
     """Some dead letters were not acknowledged: the batch must not be committed."""
 
 
+class DeadLettersUnavailable(DeadLetterError):
+    """The broker did not acknowledge the dead letters in time: an outage, not the batch's
+    fault (``service.runtime.outage``), so the batch waits and is taken again."""
+
+    outage = True
+
+
 class RecordTooLarge(ValueError):
     """The record's key plus value exceed ``DSTREAMS_MAX_RECORD_BYTES``."""
 
@@ -222,7 +229,13 @@ class DeadLetterQueue:
         pending, self._pending = self._pending, 0
         if remaining or failures:
             first = str(failures[0]) if failures else "flush timed out"
-            raise DeadLetterError(
+            # the broker not answering is an outage (the batch waits and is taken again, its
+            # records dead-lettered anew); a refused letter is the batch's failure
+            unavailable = remaining > 0 or all(
+                f.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT) for f in failures
+            )
+            error = DeadLettersUnavailable if unavailable else DeadLetterError
+            raise error(
                 f"{len(failures) + remaining} of {pending} dead letters to {self.policy.topic} "
                 f"not acknowledged ({first})"
             )

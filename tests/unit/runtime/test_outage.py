@@ -7,10 +7,19 @@ import threading
 import pytest
 import redis
 from confluent_kafka import KafkaError, KafkaException
-from redis.exceptions import BusyLoadingError, ClusterDownError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MovedError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
 
 from service.runtime.outage import Backoff, DependencyUnavailable, is_outage
+from service.sinks.dead_letter import DeadLettersUnavailable
 from service.sinks.kafka import KafkaSinkError, ProducerStuckError
+from service.sinks.transaction import AmbiguousCommitError
 
 
 def raised_from(outer: Exception, cause: BaseException) -> Exception:
@@ -30,6 +39,13 @@ def raised_from(outer: Exception, cause: BaseException) -> Exception:
         BusyLoadingError("loading the dataset in memory"),
         redis.TimeoutError("timed out"),
         ClusterDownError("CLUSTERDOWN"),
+        # issue 9, hole 6: a failover, a slot move and a full Redis wait too
+        ReadOnlyError("You can't write against a read only replica."),
+        TryAgainError("Multiple keys request during rehashing of slot"),
+        MovedError("3999 127.0.0.1:6381"),
+        OutOfMemoryError("command not allowed when used memory > 'maxmemory'"),
+        DeadLettersUnavailable("2 of 2 dead letters to j-dlq not acknowledged (flush timed out)"),
+        AmbiguousCommitError("batch 1000: commit of the transaction timed out"),
         KafkaException(KafkaError(KafkaError._TRANSPORT)),
         KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN)),
         KafkaException(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE)),

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from service.streaming.listener import StreamingListener
 
 ACTIVE = "ACTIVE"
+INITIALIZED = "INITIALIZED"
 # Liveness allows this many batch intervals without progress, and never less than the floor.
 STALL_INTERVALS = 10
 STALL_FLOOR_SECONDS = 60.0
@@ -103,6 +104,8 @@ class Liveness:
             return Verdict(True, {})
         self._seen_context = True
         state = ssc.getState()
+        if state == INITIALIZED and (idle <= bound or self._waiting_for_dependency()):
+            return Verdict(True, {})  # starting, or waiting at start for Kafka or Redis
         if state != ACTIVE:
             return Verdict(False, {"context": f"streaming context is {state}"})
         if idle > bound and not self._waiting_for_dependency():

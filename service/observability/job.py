@@ -40,7 +40,7 @@ _WATCH_SECONDS = 0.05
 def _active_context() -> StreamingContext | None:
     from service.streaming.context import StreamingContext
 
-    return StreamingContext.getActive()
+    return StreamingContext.current()
 
 
 def default_checks(conf: Settings) -> dict[str, CachedCheck]:

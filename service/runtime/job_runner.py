@@ -154,10 +154,10 @@ def configure_logging(level: str) -> None:
 
 
 def active_contexts() -> list[Any]:
-    """The started and not yet stopped StreamingContext of this process, if any."""
+    """The started (or starting) and not yet stopped StreamingContext of this process, if any."""
     from service.streaming.context import StreamingContext
 
-    active = StreamingContext.getActive()
+    active = StreamingContext.current()
     return [] if active is None else [active]
 
 

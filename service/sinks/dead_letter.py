@@ -31,6 +31,7 @@ from confluent_kafka import (
 
 from service.commit.attempts import AttemptCounter, MemoryAttempts
 from service.commit.ledger import Shard
+from service.runtime.kafka_logs import kafka_logger
 
 log = structlog.get_logger(__name__)
 
@@ -145,6 +146,7 @@ class DeadLetterQueue:
         self.job = job
         self._attempts: AttemptCounter = attempts if attempts is not None else MemoryAttempts()
         self._producer_config: dict[str, Any] = {
+            "logger": kafka_logger(),
             **producer_config,
             "acks": "all",
             "enable.idempotence": True,
@@ -286,7 +288,12 @@ def replay(
     # murmur2 as the Java client: a key replayed elsewhere (--to) lands where Java producers
     # (and Kafka Streams, Quix) put it; librdkafka's default (CRC32) would split a key's state
     producer = Producer(
-        {"bootstrap.servers": bootstrap_servers, "acks": "all", "partitioner": "murmur2_random"}
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "logger": kafka_logger(),
+        }
     )
     try:
         metadata = consumer.list_topics(dlq_topic, timeout=10)

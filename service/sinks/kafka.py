@@ -152,6 +152,8 @@ class KafkaSink:
                 producer_factory=self._factory,
             )
             transaction.bind(job)
+            transaction.recover()
+            transaction.settled()
             self._owns_transaction = True
         self._transaction = transaction
         self._transactional_id = transaction.transactional_id

@@ -34,6 +34,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from service.commit.batch import GroupOffsets, OutputFencedError
 from service.runtime.deadline import DeadlineExceeded, call_with_deadline
+from service.runtime.kafka_logs import kafka_logger
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +55,8 @@ _FENCING_CODES = frozenset(
     }
 )
 _COMMIT_ATTEMPTS = 3
+# How long a start waits for init_transactions before it pauses and tries again.
+_START_INIT_TIMEOUT_S = 5.0
 # How long past its own timeout a transactional call may block before the producer is abandoned.
 _DEADLINE_GRACE_S = 5.0
 # Settings that name the Kafka cluster a producer writes to: outputs sharing a transaction must
@@ -61,6 +64,8 @@ _DEADLINE_GRACE_S = 5.0
 _CLUSTER_PREFIXES = ("bootstrap.servers", "security.", "sasl.", "ssl.")
 
 DEFAULT_PRODUCER_CONFIG: dict[str, Any] = {
+    # librdkafka's lines through the job's logging, repeats held back (kafka_logs.py)
+    "logger": kafka_logger(),
     # acknowledged by all in-sync replicas, and no duplicates from the producer's retries
     "acks": "all",
     "enable.idempotence": True,
@@ -134,6 +139,7 @@ class OutputTransaction:
         self._instance = instance
         self._factory = producer_factory
         self._producer: Producer | None = None
+        self._initialising: Producer | None = None
         self._job: str | None = None
         self._in_transaction = False
         self._failures: list[tuple[str, KafkaError]] = []
@@ -176,10 +182,11 @@ class OutputTransaction:
 
     # -- BatchParticipant --------------------------------------------------------------------
     def bind(self, job: str, transactional: bool = True) -> None:
+        """Name the transaction after the job; ``recover`` initialises the producer."""
         if self._producer is not None:
             raise RuntimeError("the output transaction is already bound to a running job")
         self._job = job
-        self._producer = self._new_producer()
+        self.needs_recovery = True
 
     def begin(self, batch_ms: int) -> None:
         if not self._in_transaction:
@@ -277,13 +284,19 @@ class OutputTransaction:
             )
         return config
 
-    def _new_producer(self) -> Producer:
-        producer = self._factory(self._producer_config())
-        # fences an earlier producer with our id, aborting what it left open (or completing
-        # the commit it had sent)
-        self._bounded(
-            "init_transactions", lambda: producer.init_transactions(self._flush_timeout_s)
-        )
+    def _new_producer(self, timeout_s: float | None = None) -> Producer:
+        # a producer whose init timed out is initialised again, as librdkafka allows
+        producer = self._initialising or self._factory(self._producer_config())
+        self._initialising = producer
+        timeout = self._flush_timeout_s if timeout_s is None else timeout_s
+        try:
+            # fences an earlier producer with our id, aborting what it left open (or
+            # completing the commit it had sent)
+            self._bounded("init_transactions", lambda: producer.init_transactions(timeout))
+        except ProducerStuckError:
+            self._initialising = None
+            raise
+        self._initialising = None
         return producer
 
     def _require_producer(self) -> Producer:
@@ -323,10 +336,15 @@ class OutputTransaction:
                 log.warning("kafka_transaction_commit_retry", error=str(error))
 
     def recover(self) -> None:
-        """After an ``AmbiguousCommitError``: a new producer, whose ``init_transactions``
-        completes or aborts what the old one left (the group's offsets then tell which)."""
+        """Initialise a producer if there is none: at start, and after an
+        ``AmbiguousCommitError``. Its ``init_transactions`` aborts what a predecessor with our
+        id left open, or completes the commit it had sent (the group's offsets then tell which).
+
+        A broker that does not answer within a few seconds raises a retriable timeout (an
+        outage): the caller takes ``recover`` again after a pause, on the same producer, so a
+        stop is never held up for long by a broker that is down."""
         if self._producer is None:
-            self._producer = self._new_producer()
+            self._producer = self._new_producer(min(self._flush_timeout_s, _START_INIT_TIMEOUT_S))
 
     def settled(self) -> None:
         """The group's offsets were read after ``recover``: batches go on as usual."""

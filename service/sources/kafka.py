@@ -45,6 +45,7 @@ from service.commit.attempts import AttemptCounter
 from service.commit.batch import GroupOffsets
 from service.commit.ledger import Position, Shard
 from service.runtime.deadline import DeadlineExceeded, call_with_deadline
+from service.runtime.kafka_logs import kafka_logger
 from service.sinks.dead_letter import DeadLetterQueue, RecordTooLarge, record_size
 
 log = structlog.get_logger(__name__)
@@ -768,6 +769,7 @@ def consumer_settings(params: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError("Kafka consumer settings need 'bootstrap.servers'")
     config["enable.auto.commit"] = False
     config["enable.auto.offset.store"] = False
+    config.setdefault("logger", kafka_logger())
     config.setdefault("auto.offset.reset", "earliest")
     if config.get("group.protocol", "classic") == "classic":
         # only partitions that really move are revoked, so a rebalance does not stall every one

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from numbers import Real
-from typing import Any
+from typing import Any, TypeVar
 
 from service.commit.attempts import RedisAttempts
 from service.commit.batch import (
@@ -51,6 +51,12 @@ from service.streaming.rdd import DEFAULT_PARALLELISM, BatchRDD, LocalContext
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
+
+class _StartInterrupted(Exception):
+    """``stop()`` came while ``start()`` waited for a dependency."""
+
 
 INITIALIZED = "INITIALIZED"
 ACTIVE = "ACTIVE"
@@ -80,6 +86,8 @@ class StreamingContext:
 
     # PySpark's API keeps the active context on the class (getActive); so do we.
     _activeContext: StreamingContext | None = None
+    # the context whose start() is waiting for Kafka or Redis, so that a stop can end the wait
+    _startingContext: StreamingContext | None = None
 
     def __init__(
         self,
@@ -187,6 +195,12 @@ class StreamingContext:
         return ssc
 
     @classmethod
+    def current(cls) -> StreamingContext | None:
+        """The active context, or one whose ``start()`` waits for Kafka or Redis (not PySpark
+        API: what a graceful stop of the service must stop)."""
+        return cls._activeContext or cls._startingContext
+
+    @classmethod
     def getActive(cls) -> StreamingContext | None:
         """The context that was started and not yet stopped, if any."""
         return cls._activeContext
@@ -275,11 +289,58 @@ class StreamingContext:
         return self._store
 
     def _prepare(self) -> None:
-        """Everything ``start`` does except the thread: restore state, start sources."""
+        """Everything ``start`` does except the thread: restore state, start sources.
+
+        Kafka or Redis down at start is waited for, as an outage is later (one log line, a
+        growing pause): the service never exits because a dependency is not up yet, and a stop
+        meanwhile ends the wait (``_StartInterrupted``)."""
         if self._state != INITIALIZED:
             raise ValueError(f"StreamingContext is {self._state}, it cannot be started")
         if not self._graph.outputs:
             raise ValueError("No output operations registered, so nothing to execute")
+        StreamingContext._startingContext = self
+        try:
+            self._next_batch_ms = self._while_unavailable("Redis", self._restore)
+            self._participants = bind_outputs(
+                self._job_name, self._participants, transactional=self._ledger is not None
+            )
+            # transactional producers initialise now (aborting what a predecessor left open)
+            self._while_unavailable("Kafka", self._initialise_outputs)
+            with self._cond:
+                if self._stopping.is_set():
+                    raise _StartInterrupted
+                for source in self._sources:
+                    source.start()
+                self._state = ACTIVE
+                StreamingContext._activeContext = self
+        finally:
+            if StreamingContext._startingContext is self:
+                StreamingContext._startingContext = None
+        self._notify("onStreamingStarted", StreamingStartedEvent(self._clock.now_ms()))
+
+    def _while_unavailable(self, dependency: str, step: Callable[[], _T]) -> _T:
+        """``step()``, taken again after a growing pause while ``dependency`` is unavailable."""
+        backoff = Backoff(first=0.5, ceiling=5.0)
+        while True:
+            if self._stopping.is_set():
+                raise _StartInterrupted
+            try:
+                return step()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                if backoff.failures == 0:
+                    log.warning(
+                        "job %s waits for %s to answer before it starts: %s",
+                        self._job_name,
+                        dependency,
+                        exc,
+                    )
+                if backoff.wait(self._stopping):
+                    raise _StartInterrupted from exc
+
+    def _restore(self) -> int:
+        """The job's state and time grid from the store; the first batch time."""
         job = JobState(self._open_store(), self._job_name)
         if self._offers_tasks():
             # State and positions resume together, whatever built the context: Kafka jobs start
@@ -294,16 +355,9 @@ class StreamingContext:
         elif not self._recover:
             # As Spark: a context not built by getOrCreate ignores what an earlier run left.
             job.store.drop_prefix(job.prefix)
-        self._next_batch_ms = self._graph.start(job, self._clock.now_ms())
+        next_batch_ms = self._graph.start(job, self._clock.now_ms())
         self._attach_ledger(job.store)
-        self._participants = bind_outputs(
-            self._job_name, self._participants, transactional=self._ledger is not None
-        )
-        for source in self._sources:
-            source.start()
-        self._state = ACTIVE
-        StreamingContext._activeContext = self
-        self._notify("onStreamingStarted", StreamingStartedEvent(self._clock.now_ms()))
+        return next_batch_ms
 
     def _offers_tasks(self) -> bool:
         """Some input hands out Kafka partitions: state is per partition, positions in Redis."""
@@ -351,7 +405,12 @@ class StreamingContext:
         return errors
 
     def start(self) -> None:
-        self._prepare()
+        try:
+            self._prepare()
+        except _StartInterrupted:
+            log.info("job %s stopped while waiting to start", self._job_name)
+            self._shutdown()
+            return
         assert self._next_batch_ms is not None
         fill = self._fill_sources if self._sources else None
         self._scheduler = BatchScheduler(
@@ -450,6 +509,14 @@ class StreamingContext:
         self._outage_backoff.reset()
         info._end_ms = self._clock.now_ms()
         self._notify("onBatchCompleted", BatchEvent(info))
+
+    def _initialise_outputs(self) -> None:
+        """Transactional outputs get their producer at start (a claim settles what a crashed
+        predecessor published: ``KafkaSource``, "Replays")."""
+        for participant in self._participants:
+            if isinstance(participant, RecoverableParticipant) and participant.needs_recovery:
+                participant.recover()
+                participant.settled()
 
     def _settle_unknown_commits(self, t: int) -> bool:
         """Before taking records again after a transaction whose commit is unknown: a new
@@ -627,6 +694,8 @@ class StreamingContext:
     def stop(self, stopSparkContext: bool = True, stopGraceFully: bool = False) -> None:
         """Finish the batch in flight (graceful or not: a batch is never cut), then stop."""
         self._stopping.set()
+        if StreamingContext._startingContext is self:
+            return  # start() is waiting for a dependency: it sees the stop and shuts down
         if self._batch_thread == threading.get_ident():
             # Called by an output function: stop once this batch is committed.
             self._stop_requested = True

@@ -359,6 +359,8 @@ def test_a_jobs_sinks_share_one_transaction_per_batch(
     second.topic = "out-b"
     driven = bind_outputs("wc", [first, second], transactional=True)
     assert driven[:2] == [first, second] and isinstance(driven[2], OutputTransaction)
+    assert producers == []  # the context initialises it at start (``recover``)
+    driven[2].recover()
     assert len(producers) == 1
     for participant in driven:
         participant.begin(1000)

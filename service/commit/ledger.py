@@ -365,7 +365,9 @@ class BatchLedger:
     ) -> CommitResult:
         """Apply ``writes`` and record ``next_offset`` atomically, or nothing (see invariants).
 
-        ``batch_id`` must increase from batch to batch of a shard (batch times do).
+        ``batch_id`` (the batch time) tells a retried empty batch from a new one. New records
+        under an id not after the recorded one (an owner whose clock is behind its
+        predecessor's) are applied all the same, and the recorded id never goes back.
         """
         encoded = encode_commit(shard, epoch, batch_id, from_offset, next_offset, writes)
         for attempt in self._retrying():

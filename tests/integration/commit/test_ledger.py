@@ -144,13 +144,21 @@ def test_gap_and_overlap_are_refused(client: AnyRedis, shard: Shard) -> None:
     assert _applied(client, shard) == 1
 
 
-def test_new_records_under_an_old_batch_id_are_refused(client: AnyRedis, shard: Shard) -> None:
+def test_new_records_under_an_old_batch_id_are_applied(client: AnyRedis, shard: Shard) -> None:
+    """Issue 9: a new owner whose clock is behind the previous owner's made batch ids go back;
+    the ledger refused its batches (LedgerError) and the service crash-looped. New records are
+    new whatever the id: applied, and the recorded id never goes back."""
     ledger = BatchLedger(client)
     epoch = ledger.acquire_epoch(shard)
     ledger.commit_batch(shard, epoch, 5, 0, 10, StateWrites())
-    with pytest.raises(LedgerError, match="batch id 4 is not after"):
-        ledger.commit_batch(shard, epoch, 4, 10, 20, _writes(shard, {b"a": 1}))
-    assert _state(client, shard) == {}
+    result = ledger.commit_batch(shard, epoch, 4, 10, 20, _writes(shard, {b"a": 1}))
+    assert result.outcome is Outcome.APPLIED
+    assert result.position is not None and result.position.batch_id == 5
+    assert _state(client, shard) == {b"a": b"1"}
+    # its retry is still a duplicate, and an empty batch under an old id writes nothing
+    again = ledger.commit_batch(shard, epoch, 4, 10, 20, _writes(shard, {b"a": 1}))
+    assert again.outcome is Outcome.DUPLICATE
+    assert ledger.commit_batch(shard, epoch, 3, 20, 20, StateWrites()).outcome is Outcome.DUPLICATE
 
 
 def test_wrong_type_midway_writes_nothing(client: AnyRedis, shard: Shard) -> None:

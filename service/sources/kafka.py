@@ -334,6 +334,23 @@ class KafkaSource:
         self._partition_events["resync"] += 1
         log.warning("kafka_partition_resynced", partition=tp, offset=next_offset, dropped=dropped)
 
+    def _resolve_reset(self, consumer: Consumer, tp: TopicPartitionKey) -> int:
+        """Where an unrecorded partition starts. ``latest`` is resolved to the end offset now,
+        which becomes the position the first batch records (even an empty one): left symbolic,
+        an idle partition would record nothing, and records produced while the job restarts
+        would be skipped by the next "latest"."""
+        reset = self._reset_offset()
+        if reset != OFFSET_END:
+            return reset
+        try:
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(*tp), timeout=_REPLAY_CHECK_SECONDS
+            )
+        except KafkaException as exc:
+            log.warning("kafka_end_offset_unavailable", partition=tp, error=str(exc))
+            return reset
+        return int(high) if high is not None and high >= 0 else reset
+
     def _reset_offset(self) -> int:
         reset = str(self._config.get("auto.offset.reset", "earliest")).lower()
         return OFFSET_BEGINNING if reset in ("earliest", "smallest", "beginning") else OFFSET_END
@@ -356,8 +373,12 @@ class KafkaSource:
                 # Never recorded: this job has not processed the partition. Kafka's committed
                 # offset may be ahead of what was persisted (a transaction's offsets commit just
                 # before the ledger step), so it is not trusted; auto.offset.reset decides.
-                seeks[(topic, partition)] = self._reset_offset()
-                self._positions.pop((topic, partition), None)
+                start = self._resolve_reset(consumer, (topic, partition))
+                seeks[(topic, partition)] = start
+                if start >= 0:
+                    self._positions[(topic, partition)] = start
+                else:
+                    self._positions.pop((topic, partition), None)
         self._find_replays(consumer, seeks)
         log.info("kafka_partitions_claimed", epochs=dict(self._epochs), seeks=seeks)
         return seeks

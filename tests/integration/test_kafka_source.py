@@ -351,3 +351,49 @@ def test_a_replay_keeps_the_group_offset_at_its_end_through_a_second_crash(
             assert [r.offset for r in second] == [6, 7] and again.replaying() == {tp}
     finally:
         client.close()
+
+
+def test_latest_records_an_idle_partitions_position_so_a_restart_skips_nothing(
+    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+) -> None:
+    """Issue 9, hole 9: with ``auto.offset.reset=latest`` an idle partition never recorded a
+    position, so records produced while the job restarted were skipped by the next "latest".
+    The claim now resolves "latest" to the end offset, which the first (empty) batch records."""
+    topic = create_topic(partitions=1)
+    produce(kafka_bootstrap, topic, 0, [f"old{i}" for i in range(5)])
+    group, job = f"g-{uuid.uuid4().hex}", f"latest-{uuid.uuid4().hex[:8]}"
+    tp = (topic, 0)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ledger = BatchLedger(client, retry_seconds=5)
+
+        def latest_source() -> KafkaSource:
+            source = KafkaSource(
+                {
+                    "bootstrap.servers": kafka_bootstrap,
+                    "group.id": group,
+                    "auto.offset.reset": "latest",
+                },
+                [topic],
+                batch_interval_s=1.0,
+            )
+            source.attach_ledger(ledger, job)
+            return source
+
+        first = latest_source()
+        with running(first):
+            give_up = time.monotonic() + WAIT_SECONDS
+            while first.ledger_span(tp) is None and time.monotonic() < give_up:
+                first.fill(time.monotonic() + 0.5)
+                assert first.take_batch(1000) == []
+            span = first.ledger_span(tp)
+            assert span is not None and (span.from_offset, span.next_offset) == (5, 5)
+            ledger.commit_batch(Shard(job, topic, 0), span.epoch, 1000, 5, 5, StateWrites())
+        # produced while no instance runs
+        produce(kafka_bootstrap, topic, 0, ["new0", "new1", "new2"])
+        second = latest_source()
+        with running(second):
+            records = take_until(second, 2000, 3)
+        assert [r.value for r in records] == [b"new0", b"new1", b"new2"]
+    finally:
+        client.close()

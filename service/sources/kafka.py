@@ -59,6 +59,9 @@ _COMMITTED_TIMEOUT_SECONDS = 30.0
 # How long a claim waits for the group's offsets (inside a rebalance callback; without them
 # nothing is replayed).
 _REPLAY_CHECK_SECONDS = 10.0
+# librdkafka's default session.timeout.ms; a fenced partition still ours after it is claimed again
+_DEFAULT_SESSION_TIMEOUT_MS = 45_000
+_MIN_RECLAIM_SECONDS = 5.0
 # How long a stop waits for the consumer to leave its group (within the stop's grace period).
 _CLOSE_SECONDS = 10.0
 
@@ -261,6 +264,10 @@ class KafkaSource:
         self._spans: dict[TopicPartitionKey, LedgerSpan] = {}
         # partitions whose outputs up to this offset were published by a crashed owner
         self._replay_until: dict[TopicPartitionKey, int] = {}
+        # fenced partitions -> when (monotonic); claimed again if still ours after a while
+        self._fenced: dict[TopicPartitionKey, float] = {}
+        session_ms = int(self._config.get("session.timeout.ms", _DEFAULT_SESSION_TIMEOUT_MS))
+        self._reclaim_after_s = max(session_ms / 1000.0, _MIN_RECLAIM_SECONDS)
         self._partition_listener: Callable[[TopicPartitionKey], None] | None = None
 
     def on_partitions_changed(self, listener: Callable[[TopicPartitionKey], None]) -> None:
@@ -307,9 +314,48 @@ class KafkaSource:
         return self._spans.get(tp)
 
     def fence(self, tp: TopicPartitionKey) -> None:
-        """The ledger refused our epoch: another instance owns ``tp`` now. Drop everything of it
-        (records, positions, pending Kafka commits) until the group assigns it to us again."""
+        """The ledger refused our epoch: someone claimed ``tp`` after us. Drop everything of it
+        (records, positions, pending Kafka commits) and stop fetching it.
+
+        Usually the group moves ``tp`` to that instance right away. But a claim can finish
+        late: a member blocked on Redis inside its assignment callback is evicted, ``tp`` goes
+        to us, and then its claim completes and fences us. If the group still assigns ``tp``
+        to us once a session timeout has passed (time for any rebalance to reach us), we
+        claim it again, instead of leaving it unread until the next rebalance."""
         self._forget([tp], reason="fenced")
+        if self._consumer is not None:
+            try:
+                self._consumer.pause([TopicPartition(*tp)])
+            except KafkaException as exc:
+                log.warning("kafka_pause_failed", partition=tp, error=str(exc))
+        self._fenced[tp] = time.monotonic()
+
+    def _reclaim_fenced(self, consumer: Consumer) -> None:
+        """Claim again the fenced partitions the group still assigns to us (see ``fence``)."""
+        now = time.monotonic()
+        due = [tp for tp, at in self._fenced.items() if now - at >= self._reclaim_after_s]
+        if not due:
+            return
+        for tp in due:
+            del self._fenced[tp]
+        assigned = {(p.topic, p.partition) for p in consumer.assignment()}
+        ours = [tp for tp in due if tp in assigned and tp not in self._assigned]
+        if not ours:
+            return
+        try:
+            seeks = self._claim(consumer, ours)
+            for tp in ours:
+                consumer.resume([TopicPartition(*tp)])
+                consumer.seek(TopicPartition(tp[0], tp[1], seeks[tp]))
+        except Exception as exc:
+            # Redis or Kafka not answering: try again after another while
+            log.warning("kafka_reclaim_failed", partitions=ours, error=str(exc))
+            for tp in ours:
+                self._fenced[tp] = now
+            return
+        self._assigned.update(ours)
+        self._notify_changed(ours)
+        log.warning("kafka_partitions_reclaimed", partitions=sorted(ours), seeks=seeks)
 
     def resync(self, tp: TopicPartitionKey, next_offset: int) -> None:
         """The ledger stands at ``next_offset`` of ``tp``, not where our batch began (GAP):
@@ -513,6 +559,8 @@ class KafkaSource:
 
     def fill(self, deadline: float) -> None:
         consumer = self._require_consumer()
+        if self._fenced:
+            self._reclaim_fenced(consumer)
         while True:
             # Always poll once, even past the deadline or with every partition paused: rebalance
             # callbacks run only inside consume(), and a member that never polls stalls its group.
@@ -750,6 +798,9 @@ class KafkaSource:
             else:
                 consumer.assign(partitions)
         self._assigned.update(tps)
+        was_fenced = [tp for tp in tps if self._fenced.pop(tp, None) is not None]
+        if was_fenced:
+            consumer.resume([TopicPartition(*tp) for tp in was_fenced])  # paused by ``fence``
         self._notify_changed(tps)
         log.info("kafka_partitions_assigned", partitions=sorted(tps))
 
@@ -760,12 +811,17 @@ class KafkaSource:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        for tp in tps:
+            self._fenced.pop(tp, None)
         # Persisted offsets still waiting for a commit are committed while they are still ours.
         self._commit(tps)
         self._forget(tps, reason="revoked")
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._forget([(p.topic, p.partition) for p in partitions], reason="lost")
+        tps = [(p.topic, p.partition) for p in partitions]
+        for tp in tps:
+            self._fenced.pop(tp, None)
+        self._forget(tps, reason="lost")
 
     def _forget(self, tps: list[TopicPartitionKey], *, reason: str) -> None:
         dropped = self._buffers.drop(tps)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from service.commit.ledger import BatchLedger, Shard
+from service.commit.ledger import BatchLedger, Outcome, Shard
 from service.sources.kafka import KafkaRecord, KafkaSource
 from service.state.base import StateWrites
 from tests.support.kafka import produce, running
@@ -395,5 +395,53 @@ def test_latest_records_an_idle_partitions_position_so_a_restart_skips_nothing(
         with running(second):
             records = take_until(second, 2000, 3)
         assert [r.value for r in records] == [b"new0", b"new1", b"new2"]
+    finally:
+        client.close()
+
+
+def test_a_partition_fenced_by_a_late_claim_is_claimed_again_while_still_ours(
+    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+) -> None:
+    """Issue 9, hole 7: a claim that finished after its member was evicted (blocked on Redis in
+    its assignment callback) fenced the rightful owner, which dropped the partition until the
+    next rebalance: lag grew with no error. The owner, still assigned it a session timeout
+    later, claims it again and reads on from the ledger's position."""
+    topic = create_topic(partitions=1)
+    produce(kafka_bootstrap, topic, 0, [f"a{i}" for i in range(4)])
+    group, job = f"g-{uuid.uuid4().hex}", f"late-{uuid.uuid4().hex[:8]}"
+    tp, shard = (topic, 0), Shard(job, topic, 0)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ledger = BatchLedger(client, retry_seconds=5)
+        source = KafkaSource(
+            {"bootstrap.servers": kafka_bootstrap, "group.id": group, "session.timeout.ms": 6000},
+            [topic],
+            batch_interval_s=1.0,
+        )
+        source.attach_ledger(ledger, job)
+        with running(source):
+            first = take_until(source, 1000, 4)
+            span = source.ledger_span(tp)
+            assert [r.offset for r in first] == [0, 1, 2, 3] and span is not None
+            ledger.commit_batch(shard, span.epoch, 1000, 0, 4, StateWrites())
+            source.on_batch_persisted(1000)
+
+            ledger.acquire_epoch(shard)  # the evicted member's claim, completing late
+            produce(kafka_bootstrap, topic, 0, [f"b{i}" for i in range(3)])
+            second = take_until(source, 2000, 3)
+            span = source.ledger_span(tp)
+            assert span is not None
+            refused = ledger.commit_batch(shard, span.epoch, 2000, 4, 7, StateWrites())
+            assert refused.outcome is Outcome.FENCED
+            source.fence(tp)  # what commit_tasks does with a FENCED outcome
+            assert source.assigned_partitions == []
+
+            # still ours in the group: claimed again, read again from the recorded offset 4
+            again = take_until(source, 3000, 3)
+            assert [r.offset for r in again] == [4, 5, 6], [r.offset for r in second]
+            span = source.ledger_span(tp)
+            assert span is not None and span.from_offset == 4
+            applied = ledger.commit_batch(shard, span.epoch, 3000, 4, 7, StateWrites())
+            assert applied.outcome is Outcome.APPLIED
     finally:
         client.close()

@@ -52,6 +52,8 @@ class SpanSource(Protocol):
 
     def resync(self, tp: Task, next_offset: int) -> None: ...
 
+    def reclaim(self, tp: Task) -> None: ...
+
 
 class LedgerSpanLike(Protocol):
     @property
@@ -82,8 +84,9 @@ def commit_tasks(
 
     FENCED: the partition is someone else's now, its source drops it. GAP: the partition is
     still ours but the batch does not start where the ledger stands (e.g. a batch retaken after
-    a commit whose reply was lost): its source goes back to the recorded offset. Either way the
-    caller drops the task's in-process state.
+    a commit whose reply was lost, or Redis lost commits): its source goes back to the recorded
+    offset. REGRESSED: Redis lost writes including the epoch (ledger invariant I5): its source
+    claims the partition again. Either way the caller drops the task's in-process state.
     """
     groups = split_by_hash_tag(writes)
     leftover = set(groups) - {Shard(job, t, p).tag for t, p in tasks}
@@ -110,6 +113,17 @@ def commit_tasks(
         if result.outcome is Outcome.FENCED:
             for src in span_sources:
                 src.fence(task)
+        elif result.outcome is Outcome.REGRESSED:
+            log.error(
+                "batch %d: Redis lost acknowledged commits of %s (epoch %d above the counter's "
+                "%d): claiming it again from what Redis still records",
+                batch_id,
+                shard.tag,
+                span.epoch,
+                result.current_epoch,
+            )
+            for src in span_sources:
+                src.reclaim(task)
         elif result.outcome is Outcome.GAP and result.position is not None:
             for src in span_sources:
                 src.resync(task, result.position.next_offset)

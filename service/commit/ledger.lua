@@ -76,6 +76,11 @@ local function reply(outcome)
   return {outcome, rec[1], rec[2], rec[3], rec[4], current_epoch}
 end
 
+if epoch > tonumber(current_epoch) then
+  -- our epoch came from this counter, so Redis lost writes since (a failover without WAIT, an
+  -- AOF without fsync, an emptied server): nothing recorded here can be trusted as ours
+  return reply('REGRESSED')
+end
 if epoch < tonumber(current_epoch) then
   return reply('FENCED')
 end

@@ -28,6 +28,12 @@ Invariants:
   applies.
 - I4 (no gap) A commit whose ``from_offset`` differs from the recorded ``next_offset`` writes
   nothing (GAP): records would be skipped or counted twice.
+- I5 (no amnesia) A commit whose epoch is above the shard's epoch counter writes nothing
+  (REGRESSED): the epoch came from that counter, so Redis lost acknowledged writes (a failover
+  without ``WAIT``, ``appendfsync everysec``, an emptied server) and its state may lack what
+  the committer's caches assume is there. The owner claims the partition again and reads on
+  from what Redis still records. ``acquire_epoch`` never hands out an epoch at or below one the
+  ledger recorded, so epochs do not go back after such a loss either.
 
 Crash safety, by instant: before the call nothing changed and the batch is replayed from the
 recorded offset; during the call Redis applies all or nothing (I1); after the call but before
@@ -153,6 +159,8 @@ class Outcome(enum.Enum):
     DUPLICATE = "DUPLICATE"
     FENCED = "FENCED"
     GAP = "GAP"
+    # the epoch counter is below the committer's epoch: Redis lost acknowledged writes
+    REGRESSED = "REGRESSED"
 
 
 @dataclass(frozen=True)
@@ -308,6 +316,7 @@ class BatchLedger:
         self._script = client.register_script(
             resources.files("service.commit").joinpath("ledger.lua").read_text()
         )
+        self._acquire = client.register_script(_ACQUIRE_EPOCH)
         self._retry_seconds = retry_seconds
         self._interrupt = interrupt
         self._wait_replicas = wait_replicas
@@ -339,11 +348,12 @@ class BatchLedger:
     def acquire_epoch(self, shard: Shard) -> int:
         """Called when the partition is assigned: fences every earlier owner (I2).
 
-        A retried INCR may skip a number; harmless, since only the order of epochs matters.
+        A retried INCR may skip a number; harmless, since only the order of epochs matters. A
+        counter that lost writes (I5) is moved past the epoch the ledger last recorded.
         """
         for attempt in self._retrying():
             with attempt:
-                epoch = int(self._client.incr(shard.epoch_key))
+                epoch = int(self._acquire(keys=[shard.epoch_key, shard.ledger_key]))
         return epoch
 
     def read_position(self, shard: Shard) -> Position | None:
@@ -441,6 +451,18 @@ class BatchLedger:
             if not self._waitaof_supported:
                 log.warning("ledger: Redis %s lacks WAITAOF; not waiting for fsync", version)
         return self._waitaof_supported
+
+
+# INCR of the epoch counter, never to or below the epoch the ledger recorded (invariant I5).
+_ACQUIRE_EPOCH = """
+local epoch = redis.call('INCR', KEYS[1])
+local recorded = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
+if epoch <= recorded then
+  epoch = recorded + 1
+  redis.call('SET', KEYS[1], epoch)
+end
+return epoch
+"""
 
 
 def _text(value: Any) -> str:

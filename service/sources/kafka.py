@@ -255,7 +255,7 @@ class KafkaSource:
         # kind -> errors so far, for metrics
         self._error_counts: dict[str, int] = {"kafka_consume": 0, "kafka_commit": 0}
         # partitions replayed at a claim and resynced to the ledger so far, for metrics
-        self._partition_events: dict[str, int] = {"replay": 0, "resync": 0}
+        self._partition_events: dict[str, int] = {"replay": 0, "resync": 0, "regressed": 0}
         # with a ledger: owner epoch, and the offset the next batch of a partition starts at
         self._ledger: PartitionLedger | None = None
         self._job = ""
@@ -379,6 +379,36 @@ class KafkaSource:
         self._notify_changed([tp])
         self._partition_events["resync"] += 1
         log.warning("kafka_partition_resynced", partition=tp, offset=next_offset, dropped=dropped)
+        # Behind where we were (Redis lost commits): what we published past the ledger's
+        # offset is replayed without outputs, as after a crash (the group offset says so).
+        self._find_replays(self._consumer, {tp: next_offset})
+
+    def reclaim(self, tp: TopicPartitionKey) -> None:
+        """Redis lost acknowledged writes of ``tp`` (ledger I5): claim it again - a new epoch,
+        the position Redis still records (or ``auto.offset.reset``), replays up to the group's
+        offset - and drop what was buffered or cached for it."""
+        consumer = self._consumer
+        if tp not in self._assigned or consumer is None:
+            return
+        dropped = self._buffers.drop([tp])
+        self._committable.pop(tp, None)
+        self._spans.pop(tp, None)
+        self._replay_until.pop(tp, None)
+        try:
+            seeks = self._claim(consumer, [tp])
+            if tp in self._paused:
+                consumer.resume([TopicPartition(*tp)])
+                self._paused.discard(tp)
+            consumer.seek(TopicPartition(tp[0], tp[1], seeks[tp]))
+        except Exception as exc:
+            log.error("kafka_reclaim_failed", partition=tp, error=str(exc))
+            self.fence(tp)  # read nothing of it until it is claimed again
+            return
+        self._notify_changed([tp])
+        self._partition_events["regressed"] += 1
+        log.error(
+            "kafka_partition_reclaimed_after_loss", partition=tp, seek=seeks[tp], dropped=dropped
+        )
 
     def _resolve_reset(self, consumer: Consumer, tp: TopicPartitionKey) -> int:
         """Where an unrecorded partition starts. ``latest`` is resolved to the end offset now,

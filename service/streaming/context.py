@@ -651,7 +651,7 @@ class StreamingContext:
             return False
         for done in results:
             outcome = done.result.outcome if done.result is not None else None
-            if outcome is Outcome.FENCED or outcome is Outcome.GAP:
+            if outcome in (Outcome.FENCED, Outcome.GAP, Outcome.REGRESSED):
                 log.warning(
                     "batch %d ms of partition %s refused (%s): dropping its state here",
                     t,

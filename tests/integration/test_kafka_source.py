@@ -9,6 +9,7 @@ from collections.abc import Callable
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
+from service.commit.batch import commit_tasks
 from service.commit.ledger import BatchLedger, Outcome, Shard
 from service.sources.kafka import KafkaRecord, KafkaSource
 from service.state.base import StateWrites
@@ -443,5 +444,45 @@ def test_a_partition_fenced_by_a_late_claim_is_claimed_again_while_still_ours(
             assert span is not None and span.from_offset == 4
             applied = ledger.commit_batch(shard, span.epoch, 3000, 4, 7, StateWrites())
             assert applied.outcome is Outcome.APPLIED
+    finally:
+        client.close()
+
+
+def test_a_ledger_that_lost_commits_is_replayed_without_republishing(
+    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+) -> None:
+    """Issue 9, hole 4: Redis lost the ledger step of [4, 8) after its outputs were published
+    (the group offset says 8). The next commit is a GAP behind us: the source goes back to 4
+    and replays [4, 8) without outputs, instead of publishing them a second time."""
+    topic = create_topic(partitions=1)
+    produce(kafka_bootstrap, topic, 0, [f"a{i}" for i in range(8)])
+    group, job = f"g-{uuid.uuid4().hex}", f"lost-{uuid.uuid4().hex[:8]}"
+    tp, shard = (topic, 0), Shard(job, topic, 0)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ledger = BatchLedger(client, retry_seconds=5)
+        source = new_source(kafka_bootstrap, topic, group, rate=4)
+        source.attach_ledger(ledger, job)
+        with running(source):
+            for batch_ms, (start, end) in ((1000, (0, 4)), (2000, (4, 8))):
+                assert [r.offset for r in take_until(source, batch_ms, 4)] == list(
+                    range(start, end)
+                )
+                span = source.ledger_span(tp)
+                assert span is not None
+                ledger.commit_batch(shard, span.epoch, batch_ms, start, end, StateWrites())
+                if batch_ms == 1000:
+                    saved = client.hgetall(shard.ledger_key)
+                source.on_batch_persisted(batch_ms)  # the group offset reaches 8
+            client.delete(shard.ledger_key)
+            client.hset(shard.ledger_key, mapping=saved)  # Redis lost the second commit
+
+            produce(kafka_bootstrap, topic, 0, ["b0"])
+            assert [r.offset for r in take_until(source, 3000, 1)] == [8]
+            [done] = commit_tasks(ledger, job, 3000, [tp], StateWrites(), [source])
+            assert done.result is not None and done.result.outcome is Outcome.GAP
+            replayed = take_until(source, 4000, 4)
+            assert [r.offset for r in replayed] == [4, 5, 6, 7]
+            assert source.replaying() == {tp}
     finally:
         client.close()

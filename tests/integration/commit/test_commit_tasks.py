@@ -22,6 +22,7 @@ class SpanRecorder:
     spans: dict[Task, LedgerSpan]
     fenced: list[Task] = field(default_factory=list)
     resynced: list[tuple[Task, int]] = field(default_factory=list)
+    reclaimed: list[Task] = field(default_factory=list)
 
     def ledger_span(self, tp: Task) -> LedgerSpan | None:
         return self.spans.get(tp)
@@ -31,6 +32,9 @@ class SpanRecorder:
 
     def resync(self, tp: Task, next_offset: int) -> None:
         self.resynced.append((tp, next_offset))
+
+    def reclaim(self, tp: Task) -> None:
+        self.reclaimed.append(tp)
 
 
 def test_gap_resyncs_the_partition_and_fenced_drops_it(
@@ -56,3 +60,37 @@ def test_gap_resyncs_the_partition_and_fenced_drops_it(
     assert outcomes == {ours: Outcome.GAP, theirs: Outcome.FENCED}
     assert source.resynced == [(ours, 10)]  # read on from where the ledger stands
     assert source.fenced == [theirs]
+
+
+def test_a_redis_that_lost_commits_is_noticed_and_epochs_do_not_go_back(
+    redis_url: str, closing: Callable[[Any], Any]
+) -> None:
+    """Issue 9, hole 4: Redis lost acknowledged writes (a failover without WAIT, an AOF without
+    fsync, an emptied server). The survivor's next commit carries an epoch above the counter:
+    refused as REGRESSED (it would have written onto state its caches no longer match), and
+    its source claims the partition again; a new claim never gets an epoch already recorded."""
+    client = closing(redis.Redis.from_url(redis_url))
+    ledger = BatchLedger(client, retry_seconds=5)
+    job = f"lost-{uuid.uuid4().hex[:8]}"
+    tp = ("in", 0)
+    shard = Shard(job, *tp)
+    ledger.acquire_epoch(shard)
+    epoch = ledger.acquire_epoch(shard)  # 2: we own it
+    writes = StateWrites()
+    writes.set(shard.key("s1", "state"), b"k", b"1")
+    source = SpanRecorder({tp: LedgerSpan(epoch, 0, 10)})
+    [done] = commit_tasks(ledger, job, 1, [tp], writes, [source])
+    assert done.result is not None and done.result.outcome is Outcome.APPLIED
+
+    # the epoch counter lost its last INCR, the ledger kept its record: a new claim still goes
+    # past the epoch the ledger recorded
+    client.set(shard.epoch_key, 1)
+    assert ledger.acquire_epoch(shard) == epoch + 1
+
+    # an emptied Redis: our next commit is refused and the partition claimed again
+    client.delete(shard.epoch_key, shard.ledger_key, shard.key("s1", "state"))
+    source = SpanRecorder({tp: LedgerSpan(epoch + 1, 10, 15)})
+    [done] = commit_tasks(ledger, job, 2, [tp], writes, [source])
+    assert done.result is not None and done.result.outcome is Outcome.REGRESSED
+    assert source.reclaimed == [tp]
+    assert client.exists(shard.ledger_key, shard.key("s1", "state")) == 0  # nothing written

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from service.commit.batch import SpanSource
-from service.commit.ledger import Shard
+from service.commit.ledger import BatchLedger, Shard
 from service.runtime.clock import ManualClock
 from service.sources.kafka import LedgerSpan
 from service.state.redis_store import RedisStateStore
@@ -63,6 +63,9 @@ class SpanTaskSource(InMemoryTaskSource):
     def resync(self, tp: tuple[str, int], next_offset: int) -> None:
         raise AssertionError(f"{tp} out of step with the ledger (at {next_offset})")
 
+    def reclaim(self, tp: tuple[str, int]) -> None:
+        raise AssertionError(f"{tp}: Redis lost commits")
+
 
 def run_instance(
     redis_url: str, job: str, source: SpanTaskSource, n: int, start_ms: int
@@ -89,13 +92,18 @@ def test_next_owner_sees_the_state_of_a_task_whose_first_batch_was_empty(
     redis_url: str,
 ) -> None:
     job = f"unrec-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_url)
+    ledger = BatchLedger(client)
+    shard = Shard(job, TOPIC, 0)
     # first owner: claimed with nothing recorded; its first batch has no record yet
-    first = SpanTaskSource([[], [("a", 1), ("b", 1)], [("a", 1)]], epoch=1, start=None)
+    epoch = ledger.acquire_epoch(shard)
+    first = SpanTaskSource([[], [("a", 1), ("b", 1)], [("a", 1)]], epoch=epoch, start=None)
     assert run_instance(redis_url, job, first, 3, 0)[-1] == [("a", 2), ("b", 1)]
     # what the ledger applied is whole: the meta says the state is there
-    meta = redis.Redis.from_url(redis_url).hgetall(Shard(job, TOPIC, 0).key("meta"))
+    meta = client.hgetall(shard.key("meta"))
     present = {k: v for k, v in meta.items() if k.endswith(b":present")}
     assert present and set(present.values()) == {b"1"}, meta
     # the partition moves: the next owner starts at the recorded offset and the stored state
-    second = SpanTaskSource([[("a", 1), ("b", 1)]], epoch=2, start=3)
+    second = SpanTaskSource([[("a", 1), ("b", 1)]], epoch=ledger.acquire_epoch(shard), start=3)
     assert run_instance(redis_url, job, second, 1, 10_000) == [[("a", 3), ("b", 2)]]
+    client.close()

@@ -30,7 +30,7 @@ BATCH_STATUSES = ("completed", "failed", "retried")
 RETRY_REASONS = ("outage", "fenced", "outputs")
 # error kinds always exported (at 0 until they happen) so dashboards and alerts see a series
 ERROR_KINDS = ("batch", "kafka_consume", "kafka_commit")
-PARTITION_EVENTS = ("replay", "resync")
+PARTITION_EVENTS = ("replay", "resync", "regressed")
 
 # seconds: from a fast in-memory batch to one that overruns a long interval
 _SECONDS_BUCKETS = (

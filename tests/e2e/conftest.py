@@ -41,10 +41,10 @@ def make_fleet(
     """
     fleets: list[Fleet] = []
 
-    def make(input_topic: str, output_topic: str, **options: Any) -> Fleet:
+    def make(input_topic: str, output_topic: str, *more_outputs: str, **options: Any) -> Fleet:
         fleet = Fleet(
             tmp_path / f"fleet-{len(fleets)}",
-            job_args=[input_topic, output_topic],
+            job_args=[input_topic, output_topic, *more_outputs],
             kafka_bootstrap=kafka_bootstrap,
             redis_url=redis_url,
             job_name=options.pop("job_name", f"e2e-{uuid.uuid4().hex[:8]}"),
@@ -73,9 +73,13 @@ def topics(create_topic: Callable[..., str]) -> tuple[str, str]:
 def start_run(
     make_fleet: Callable[..., Fleet],
     topics: tuple[str, str],
+    create_topic: Callable[..., str],
     kafka_bootstrap: str,
     redis_url: str,
 ) -> StartRun:
+    """A fleet of the keyed counter writing to two output topics through two KafkaSinks (one
+    transaction per batch), the producer started; ``Run.finish`` judges both outputs."""
+
     def start(
         name: str,
         rng: random.Random,
@@ -88,14 +92,23 @@ def start_run(
         job: Path = KEYED_COUNTER,
     ) -> Run:
         input_topic, output_topic = topics
-        fleet = make_fleet(input_topic, output_topic, extra_env=env, job=job)
+        second_output = create_topic(partitions=6)
+        fleet = make_fleet(input_topic, output_topic, second_output, extra_env=env, job=job)
         for _ in range(instances):
             own = {"DSTREAMS_METRICS_PORT": str(free_port())} if metrics else {}
             fleet.add(own).env.update(own)  # kept for restarts
         plan = make_plan(KEYS, records, rng)
         producing = Producing(kafka_bootstrap, input_topic, plan, rng, rate=rate).start()
         return Run(
-            name, fleet, plan, producing, input_topic, output_topic, kafka_bootstrap, redis_url
+            name,
+            fleet,
+            plan,
+            producing,
+            input_topic,
+            output_topic,
+            kafka_bootstrap,
+            redis_url,
+            second_output=second_output,
         )
 
     return start

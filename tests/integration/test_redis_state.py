@@ -113,11 +113,19 @@ def test_job_restart_continues_as_if_uninterrupted(redis_url: str) -> None:
     keys = {k.decode() for k in client.scan_iter(f"dstreams:{job}:*")}
     assert f"dstreams:{job}:meta" in keys
     assert any(k.endswith(":state") for k in keys)
-    # slices older than every window were dropped, the rest carry a TTL
+    # slices older than every window were dropped; the rest live by batch time (no TTL, so a
+    # long pause cannot expire a slice a window still needs) and are listed in their index
     slices = [k for k in keys if ":slice:" in k]
     assert slices
-    assert all(client.pttl(k) > 0 for k in slices)
+    assert all(client.pttl(k) == -1 for k in slices)
     assert all(int(k.rsplit(":", 1)[1]) > 6000 - 3000 for k in slices)
+    indexed = {
+        f"{index.removesuffix(':slices')}:slice:{t.decode()}"
+        for index in keys
+        if index.endswith(":slices")
+        for t in client.hkeys(index)
+    }
+    assert indexed == set(slices)
 
 
 def test_get_or_create_restores_state(redis_url: str) -> None:

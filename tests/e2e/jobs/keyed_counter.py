@@ -2,7 +2,7 @@ r"""
 The job under test of the exactly-once harness (tests/e2e): per key, the count, the sum and the
 largest of the sequence numbers read, kept with updateStateByKey, and each batch's changed keys
 written with their new state to an output topic.
-Usage: keyed_counter.py <input topic> <output topic>
+Usage: keyed_counter.py <input topic> <output topic> [<second output topic>]
 
 Input records are keyed ``k<N>`` with the per-key sequence number as text for value; the
 checker (tests/e2e/support/checker.py) knows that key ``k`` with ``n`` records must end at
@@ -59,15 +59,21 @@ def kafka_params() -> dict[str, object]:
     return params
 
 
-def topics_from_argv() -> tuple[str, str]:
-    if len(sys.argv) != 3:
-        print("Usage: keyed_counter.py <input topic> <output topic>", file=sys.stderr)
+def topics_from_argv() -> tuple[str, ...]:
+    if len(sys.argv) not in (3, 4):
+        print(
+            "Usage: keyed_counter.py <input topic> <output topic> [<second output topic>]",
+            file=sys.stderr,
+        )
         sys.exit(2)
-    return sys.argv[1], sys.argv[2]
+    return tuple(sys.argv[1:])
 
 
-def build_counter(ssc: StreamingContext, input_topic: str, output_topic: str) -> None:
-    """The job's graph: per-key state, and each batch's changed keys to the output topic."""
+def build_counter(
+    ssc: StreamingContext, input_topic: str, output_topic: str, second_output: str | None = None
+) -> None:
+    """The job's graph: per-key state, and each batch's changed keys to the output topic (and
+    the same to a second one through a second KafkaSink: both commit in one transaction)."""
     records = KafkaUtils.createDirectStream(ssc, [input_topic], kafka_params())
     seqs = records.map(lambda kv: (kv[0], int(kv[1])))
     states = seqs.updateStateByKey(update)
@@ -76,6 +82,8 @@ def build_counter(ssc: StreamingContext, input_topic: str, output_topic: str) ->
         lambda kv: (kv[0], to_json(kv[1][0]))
     )
     changed.foreachRDD(KafkaSink(settings().kafka_bootstrap_servers, output_topic))
+    if second_output is not None:
+        changed.foreachRDD(KafkaSink(settings().kafka_bootstrap_servers, second_output))
 
 
 def new_context() -> StreamingContext:
@@ -86,11 +94,11 @@ def new_context() -> StreamingContext:
 
 
 if __name__ == "__main__":
-    input_topic, output_topic = topics_from_argv()
+    topics = topics_from_argv()
 
     def create() -> StreamingContext:
         ssc = new_context()
-        build_counter(ssc, input_topic, output_topic)
+        build_counter(ssc, *topics)
         return ssc
 
     ssc = StreamingContext.getOrCreate(settings().redis_url, create)

@@ -48,6 +48,8 @@ class Run:
     output_topic: str
     kafka_bootstrap: str
     redis_url: str
+    # a second output topic the job writes the same results to (through a second KafkaSink)
+    second_output: str | None = None
 
     def while_producing(self, seconds: float) -> None:
         """Sleep up to ``seconds`` while reviving instances that died on their own."""
@@ -69,14 +71,24 @@ class Run:
             # revive what dies meanwhile: draining needs members
             on_tick=self.fleet.revive,
         )
+        state = read_state(self.redis_url, self.fleet.job_name)
         report = verify(
             self.name,
             self.plan,
-            read_state(self.redis_url, self.fleet.job_name),
+            state,
             read_output(self.kafka_bootstrap, self.output_topic),
             trials=trials,
             drained=drain.drained,
         )
+        if self.second_output is not None:
+            # the second sink's topic must hold exactly what the first holds
+            second = verify(
+                self.name, self.plan, state, read_output(self.kafka_bootstrap, self.second_output)
+            )
+            report.doubled_output += second.doubled_output
+            report.lost_output += second.lost_output
+            report.output_mismatch += second.output_mismatch
+            report.examples += [f"second topic: {e}" for e in second.examples if "output" in e]
         if not drain.drained:
             report.notes.append(f"not drained after {drain.waited_s:.0f} s, lag {drain.lag}")
         if ledger_shards(self.redis_url, self.fleet.job_name):

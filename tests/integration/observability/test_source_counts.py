@@ -69,16 +69,18 @@ def test_replays_at_a_claim_and_resyncs_are_counted_and_exported(
             batch_interval_s=1.0,
         )
         source.attach_ledger(BatchLedger(client, retry_seconds=5), job)
-        assert source.partition_events == {"replay": 0, "resync": 0}
+        assert source.partition_events == {"replay": 0, "resync": 0, "regressed": 0}
         with running(source):
             replayed = take_until(source, lambda offsets: len(offsets) >= 6)
             assert replayed[:6] == list(range(6))
-            assert source.partition_events == {"replay": 1, "resync": 0}
+            assert source.partition_events == {"replay": 1, "resync": 0, "regressed": 0}
 
-            source.resync((topic, 0), 2)  # the ledger stands at 2: read on from there
+            # the ledger stands at 2: read on from there; the group's offset is past it (we
+            # committed what we read), so [2, K) counts as published: replayed without outputs
+            source.resync((topic, 0), 2)
             again = take_until(source, lambda offsets: 9 in offsets)
             assert again[0] == 2
-            assert source.partition_events == {"replay": 1, "resync": 1}
+            assert source.partition_events == {"replay": 2, "resync": 1, "regressed": 0}
     finally:
         client.close()
 
@@ -89,7 +91,7 @@ def test_replays_at_a_claim_and_resyncs_are_counted_and_exported(
             "dstreams_kafka_partition_events_total", {"job_name": job, "event": event}
         )
 
-    assert (events("replay"), events("resync")) == (1.0, 1.0)
+    assert (events("replay"), events("resync"), events("regressed")) == (2.0, 1.0, 0.0)
 
 
 def test_dead_letters_of_the_source_are_counted_by_reason_and_reach_the_topic(

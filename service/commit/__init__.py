@@ -10,8 +10,8 @@ from service.commit.ledger import (
     Shard,
     UnsafeRedisError,
     check_redis,
-    hash_tag,
 )
+from service.state.redis_client import hash_tag
 
 __all__ = [
     "BatchLedger",

@@ -70,7 +70,7 @@ from tenacity import (
 )
 
 from service.state.base import StateWrites
-from service.state.redis_client import AnyRedis
+from service.state.redis_client import AnyRedis, hash_tag
 
 log = logging.getLogger(__name__)
 
@@ -141,17 +141,6 @@ class Shard:
     @property
     def epoch_key(self) -> str:
         return self.key("epoch")
-
-
-def hash_tag(key: str) -> str | None:
-    """The part of ``key`` Redis Cluster hashes when it has a tag (Redis's own rule)."""
-    open_at = key.find("{")
-    if open_at < 0:
-        return None
-    close_at = key.find("}", open_at + 1)
-    if close_at <= open_at + 1:
-        return None
-    return key[open_at + 1 : close_at]
 
 
 class Outcome(enum.Enum):

@@ -22,8 +22,8 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from redis.cluster import RedisCluster
 
-from service.commit.ledger import KEY_PREFIX, hash_tag
-from service.state.redis_client import AnyRedis
+from service.commit.ledger import KEY_PREFIX
+from service.state.redis_client import AnyRedis, hash_tag
 
 _UNLINK_CHUNK = 500
 _ADMIN_TIMEOUT_S = 30.0

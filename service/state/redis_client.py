@@ -24,6 +24,17 @@ CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 REDIS_SCHEMES = SERVER_SCHEMES + CLUSTER_SCHEMES
 
 
+def hash_tag(key: str) -> str | None:
+    """The part of ``key`` Redis Cluster hashes when it has a tag (Redis's own rule)."""
+    open_at = key.find("{")
+    if open_at < 0:
+        return None
+    close_at = key.find("}", open_at + 1)
+    if close_at <= open_at + 1:
+        return None
+    return key[open_at + 1 : close_at]
+
+
 def is_redis_url(url: str) -> bool:
     """A checkpoint URL that names a Redis server or cluster (anything else: state in memory)."""
     return url.startswith(REDIS_SCHEMES)

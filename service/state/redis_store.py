@@ -22,9 +22,8 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 
-from service.commit.ledger import hash_tag
 from service.state.base import StateWrites
-from service.state.redis_client import AnyRedis, connect, is_redis_url
+from service.state.redis_client import AnyRedis, connect, hash_tag, is_redis_url
 from service.state.split import split_writes
 
 __all__ = ["AnyRedis", "RedisStateStore", "is_redis_url"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
-from service.commit.ledger import hash_tag
 from service.state.base import StateWrites
+from service.state.redis_client import hash_tag
 
 K = TypeVar("K", bound=Hashable)
 

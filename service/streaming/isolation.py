@@ -30,8 +30,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from service.commit.ledger import hash_tag
 from service.runtime.outage import DependencyUnavailable, is_outage
+from service.state.redis_client import hash_tag
 
 if TYPE_CHECKING:
     from service.sinks.dead_letter import DeadLetterQueue

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.commit.ledger import Shard, hash_tag
+from service.commit.ledger import Shard
 from service.state.memory_store import MemoryStateStore
+from service.state.redis_client import hash_tag
 from service.state.split import split_by_hash_tag
 from service.streaming import DStream
 from service.streaming.testing import run_batches

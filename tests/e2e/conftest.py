@@ -77,8 +77,9 @@ def start_run(
     kafka_bootstrap: str,
     redis_url: str,
 ) -> StartRun:
-    """A fleet of the keyed counter writing to two output topics through two KafkaSinks (one
-    transaction per batch), the producer started; ``Run.finish`` judges both outputs."""
+    """A fleet of the keyed counter writing to two output topics through two KafkaSinks and its
+    window to a third (one transaction per batch), the producer started; ``Run.finish`` judges
+    all three."""
 
     def start(
         name: str,
@@ -93,7 +94,10 @@ def start_run(
     ) -> Run:
         input_topic, output_topic = topics
         second_output = create_topic(partitions=6)
-        fleet = make_fleet(input_topic, output_topic, second_output, extra_env=env, job=job)
+        window_output = create_topic(partitions=6)
+        fleet = make_fleet(
+            input_topic, output_topic, second_output, window_output, extra_env=env, job=job
+        )
         for _ in range(instances):
             own = {"DSTREAMS_METRICS_PORT": str(free_port())} if metrics else {}
             fleet.add(own).env.update(own)  # kept for restarts
@@ -109,6 +113,7 @@ def start_run(
             kafka_bootstrap,
             redis_url,
             second_output=second_output,
+            window_output=window_output,
         )
 
     return start

@@ -1,13 +1,21 @@
 r"""
 The job under test of the exactly-once harness (tests/e2e): per key, the count, the sum and the
 largest of the sequence numbers read, kept with updateStateByKey, and each batch's changed keys
-written with their new state to an output topic.
-Usage: keyed_counter.py <input topic> <output topic> [<second output topic>]
+written with their new state to an output topic; and per key a sliding window of the last ten
+batches kept by reduceByKeyAndWindow with an inverse function, written every batch.
+Usage: keyed_counter.py <input topic> <output topic> [<second output topic> [<window topic>]]
 
 Input records are keyed ``k<N>`` with the per-key sequence number as text for value; the
 checker (tests/e2e/support/checker.py) knows that key ``k`` with ``n`` records must end at
 ``(n, n(n+1)/2, n)``, so any record lost or counted twice shows in the state. Output values are
 JSON ``{"count": .., "sum": .., "max": ..}``.
+
+The window holds, per key, the count and the sums of ``seq``, ``seq**2`` and ``seq**3`` of the
+records in it: a key's records arrive in order, so a window without loss or double count holds a
+run ``a..b`` of its sequence numbers, and the four sums name ``a`` and ``b`` or show that they
+are no run (tests/e2e/support/windows.py). It slides every batch, so every committed record is
+in the window written with its own batch. Output values are JSON
+``{"t": <batch ms>, "count": .., "s1": .., "s2": .., "s3": ..}``.
 
 The same job in the two other forms a job takes (docs/jobs.md): keyed_counter_setup.py
 (``setup(ssc)``) and keyed_counter_main.py (``main()``); all three share ``build_counter``.
@@ -22,6 +30,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable
+from datetime import datetime
 
 from service.runtime.job_runner import settings
 from service.sinks.kafka import KafkaSink
@@ -29,6 +38,8 @@ from service.streaming import StreamingContext
 from service.streaming.kafka import KafkaUtils
 
 State = tuple[int, int, int]
+Sums = tuple[int, int, int, int]  # count, and the sums of seq, seq**2, seq**3
+WINDOW_BATCHES = 10  # window length in batches; >= 5 slides, so the window is kept incremental
 
 
 def update(seqs: Iterable[int], last: State | None) -> State:
@@ -43,6 +54,24 @@ def update(seqs: Iterable[int], last: State | None) -> State:
 def to_json(state: State) -> str:
     count, total, top = state
     return json.dumps({"count": count, "sum": total, "max": top}, separators=(",", ":"))
+
+
+def powers(seq: int) -> Sums:
+    return (1, seq, seq * seq, seq * seq * seq)
+
+
+def add(a: Sums, b: Sums) -> Sums:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3])
+
+
+def subtract(a: Sums, b: Sums) -> Sums:
+    return (a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3])
+
+
+def window_json(t: datetime, sums: Sums) -> str:
+    count, s1, s2, s3 = sums
+    batch_ms = round(t.timestamp() * 1000)
+    return json.dumps({"t": batch_ms, "count": count, "s1": s1, "s2": s2, "s3": s3})
 
 
 def kafka_params() -> dict[str, object]:
@@ -60,9 +89,10 @@ def kafka_params() -> dict[str, object]:
 
 
 def topics_from_argv() -> tuple[str, ...]:
-    if len(sys.argv) not in (3, 4):
+    if len(sys.argv) not in (3, 4, 5):
         print(
-            "Usage: keyed_counter.py <input topic> <output topic> [<second output topic>]",
+            "Usage: keyed_counter.py <input topic> <output topic> "
+            "[<second output topic> [<window topic>]]",
             file=sys.stderr,
         )
         sys.exit(2)
@@ -70,10 +100,15 @@ def topics_from_argv() -> tuple[str, ...]:
 
 
 def build_counter(
-    ssc: StreamingContext, input_topic: str, output_topic: str, second_output: str | None = None
+    ssc: StreamingContext,
+    input_topic: str,
+    output_topic: str,
+    second_output: str | None = None,
+    window_output: str | None = None,
 ) -> None:
     """The job's graph: per-key state, and each batch's changed keys to the output topic (and
-    the same to a second one through a second KafkaSink: both commit in one transaction)."""
+    the same to a second one through a second KafkaSink), and the per-key window to a third:
+    all the sinks commit in one transaction."""
     records = KafkaUtils.createDirectStream(ssc, [input_topic], kafka_params())
     seqs = records.map(lambda kv: (kv[0], int(kv[1])))
     states = seqs.updateStateByKey(update)
@@ -84,6 +119,18 @@ def build_counter(
     changed.foreachRDD(KafkaSink(settings().kafka_bootstrap_servers, output_topic))
     if second_output is not None:
         changed.foreachRDD(KafkaSink(settings().kafka_bootstrap_servers, second_output))
+    if window_output is not None:
+        interval = settings().batch_interval_seconds
+        windows = seqs.mapValues(powers).reduceByKeyAndWindow(
+            add,
+            subtract,
+            WINDOW_BATCHES * interval,
+            interval,
+            filterFunc=lambda kv: kv[1][0] > 0,
+        )
+        windows.transform(
+            lambda t, rdd: rdd.map(lambda kv: (kv[0], window_json(t, kv[1])))
+        ).foreachRDD(KafkaSink(settings().kafka_bootstrap_servers, window_output))
 
 
 def new_context() -> StreamingContext:

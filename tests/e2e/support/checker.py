@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from service.state.redis_client import connect
 from service.streaming.persistence import loads
+from tests.e2e.support.windows import WindowVerdict
 
 Plan = dict[str, int]  # key -> n_k, the number of records (sequence numbers 1..n_k)
 
@@ -169,13 +170,13 @@ def wait_drained(
     group_id: str,
     input_topic: str,
     output_topic: str,
-    *,
+    *more_outputs: str,
     timeout_s: float = 180.0,
     quiet_s: float = 4.0,
     on_tick: Callable[[], object] | None = None,
 ) -> Drain:
-    """Until the group's lag on the input is 0 and the output topic stopped growing, with no
-    transaction left open on it (its last stable offset, what a ``read_committed`` reader may
+    """Until the group's lag on the input is 0 and the output topics stopped growing, with no
+    transaction left open on them (its last stable offset, what a ``read_committed`` reader may
     read up to, is its high watermark; a killed instance's open transaction holds it back
     until the broker aborts it).
 
@@ -205,8 +206,9 @@ def wait_drained(
                 committed = consumer.committed(
                     [TopicPartition(input_topic, p) for p in highs], timeout=30
                 )
-                out_now = sum(_high_watermarks(consumer, output_topic).values())
-                out_written = sum(_high_watermarks(uncommitted, output_topic).values())
+                outputs = (output_topic, *more_outputs)
+                out_now = sum(sum(_high_watermarks(consumer, t).values()) for t in outputs)
+                out_written = sum(sum(_high_watermarks(uncommitted, t).values()) for t in outputs)
             except Exception:  # a broker restarting: ask again
                 time.sleep(1.0)
                 continue
@@ -240,6 +242,8 @@ def read_state(redis_url: str, job_name: str) -> dict[str, tuple[int, int, int]]
                 # the engine stores (partition, seq, value): unwrap to the job's (count, sum, max)
                 if isinstance(value, tuple) and len(value) == 3 and isinstance(value[2], tuple):
                     value = value[2]
+                if len(value) == 4:  # the window's sums (tests/e2e/support/windows.py)
+                    continue
                 count, total, top = value
                 if key in state:
                     c, s, m = state[key]
@@ -314,6 +318,7 @@ class Report:
     lost_output: int = 0
     bad_keys: int = 0  # state differs from (n, n(n+1)/2, n) at all (sum/max too)
     output_mismatch: int = 0  # keys whose last output differs from the state, not below it
+    window: WindowVerdict | None = None  # the sliding window's verdict, when the job has one
     fenced: int | None = None  # from the service's logs; None: nothing there logs it yet
     duplicates_refused: int | None = None
     drained: bool = True
@@ -330,11 +335,16 @@ class Report:
             and self.lost_output == 0
             and self.bad_keys == 0
             and self.output_mismatch == 0
+            and (self.window is None or self.window.exact)
         )
 
     def summary(self) -> str:
-        fields = {k: v for k, v in asdict(self).items() if k not in ("examples", "notes")}
+        fields = {k: v for k, v in asdict(self).items() if k not in ("examples", "notes", "window")}
         text = "E2E " + " ".join(f"{k}={v}" for k, v in fields.items())
+        if self.window is not None:
+            text += "\n  " + self.window.summary()
+            if self.window.examples:
+                text += "\n  window e.g. " + "\n  window e.g. ".join(self.window.examples[:8])
         if self.notes:
             text += "\n  notes: " + "; ".join(self.notes)
         if self.examples:

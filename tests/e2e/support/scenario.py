@@ -24,6 +24,7 @@ from tests.e2e.support.checker import (
     wait_drained,
 )
 from tests.e2e.support.fleet import Fleet, Instance
+from tests.e2e.support.windows import read_window_state, verify_windows
 
 KEYS = 50
 # E2E_INSTANCES=1 separates what a fault does from what moving partitions between members does
@@ -50,6 +51,8 @@ class Run:
     redis_url: str
     # a second output topic the job writes the same results to (through a second KafkaSink)
     second_output: str | None = None
+    # the topic of the job's sliding window (tests/e2e/support/windows.py)
+    window_output: str | None = None
 
     def while_producing(self, seconds: float) -> None:
         """Sleep up to ``seconds`` while reviving instances that died on their own."""
@@ -68,6 +71,7 @@ class Run:
             self.fleet.group_id,
             self.input_topic,
             self.output_topic,
+            *[t for t in (self.second_output, self.window_output) if t is not None],
             # revive what dies meanwhile: draining needs members
             on_tick=self.fleet.revive,
         )
@@ -89,6 +93,12 @@ class Run:
             report.lost_output += second.lost_output
             report.output_mismatch += second.output_mismatch
             report.examples += [f"second topic: {e}" for e in second.examples if "output" in e]
+        if self.window_output is not None:
+            report.window = verify_windows(
+                self.plan,
+                read_output(self.kafka_bootstrap, self.window_output),
+                read_window_state(self.redis_url, self.fleet.job_name),
+            )
         if not drain.drained:
             report.notes.append(f"not drained after {drain.waited_s:.0f} s, lag {drain.lag}")
         if ledger_shards(self.redis_url, self.fleet.job_name):
@@ -141,6 +151,7 @@ def assert_exact(report: Report) -> None:
     assert report.doubled_output == 0, report.summary()
     assert report.lost_output == 0, report.summary()
     assert report.bad_keys == 0 and report.output_mismatch == 0, report.summary()
+    assert report.window is None or report.window.exact, report.summary()
 
 
 def random_kills(run: Run, rng: random.Random, trials: int, gap_s: tuple[float, float]) -> int:

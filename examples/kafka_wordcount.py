@@ -21,7 +21,7 @@ Kafka offsets are committed only after a batch's counts are in Redis and in the 
 import sys
 from collections.abc import Iterable
 
-from service.runtime.job_runner import settings
+from service.config import settings
 from service.sinks.kafka import KafkaSink
 from service.streaming import StreamingContext
 from service.streaming.kafka import KafkaUtils

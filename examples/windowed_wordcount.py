@@ -16,7 +16,7 @@ r"""
 
 import sys
 
-from service.runtime.job_runner import settings
+from service.config import settings
 from service.streaming import StreamingContext
 
 if __name__ == "__main__":

@@ -39,9 +39,9 @@ def _devstack(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from service.runtime import job_runner
+    from service import runner
 
-    return job_runner.main(args.job, args.job_args)
+    return runner.main(args.job, args.job_args)
 
 
 def _demo(args: argparse.Namespace) -> int:

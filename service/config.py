@@ -7,7 +7,8 @@ service at start with one line naming the variable, instead of failing in the fi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
@@ -110,3 +111,24 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         value = error.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         raise ConfigError(f"invalid setting {name}: {error['msg']}{shown}") from None
+
+
+# The settings of the job being run (``python -m service run``, service/runner.py). Module-level
+# job code has no other way to receive them; they are set only while the runner runs a job.
+_active_settings: Settings | None = None
+
+
+def settings() -> Settings:
+    """The running job's settings; outside ``python -m service run``, read from the environment."""
+    return _active_settings if _active_settings is not None else load_settings()
+
+
+@contextmanager
+def running_with(conf: Settings) -> Iterator[None]:
+    """``settings()`` returns ``conf`` until the block ends (the runner, around one job)."""
+    global _active_settings
+    previous, _active_settings = _active_settings, conf
+    try:
+        yield
+    finally:
+        _active_settings = previous

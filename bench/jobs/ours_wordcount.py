@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable
 from operator import add
 
-from service.runtime.job_runner import settings
+from service.config import settings
 from service.sinks.kafka import KafkaSink
 from service.streaming import StreamingContext
 from service.streaming.kafka import KafkaUtils

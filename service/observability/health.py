@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.streaming.listener import StreamingListener
@@ -65,6 +65,9 @@ class Verdict:
     ok: bool
     # check name -> what failed (empty when ok)
     failed: Mapping[str, str]
+    # what is wrong for good but is no reason to stop routing to the pod (e.g. input deleted by
+    # retention before it was processed): shown, never hidden, in the /readyz body
+    degraded: Mapping[str, str] = field(default_factory=dict)
 
 
 class Liveness:
@@ -151,10 +154,14 @@ class Readiness:
     """Ready when every dependency check passes and the context is active."""
 
     def __init__(
-        self, context: Callable[[], ContextLike | None], checks: Mapping[str, CachedCheck]
+        self,
+        context: Callable[[], ContextLike | None],
+        checks: Mapping[str, CachedCheck],
+        degraded: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self._context = context
         self._checks = dict(checks)
+        self._degraded = degraded
 
     def check(self) -> Verdict:
         failed: dict[str, str] = {}
@@ -167,7 +174,20 @@ class Readiness:
             error = check()
             if error is not None:
                 failed[name] = error
-        return Verdict(not failed, failed)
+        return Verdict(not failed, failed, dict(self._degraded()))
+
+
+def exactness_lost(sources: Iterable[Any]) -> dict[str, str]:
+    """Input partitions where retention deleted records before the job processed them (the
+    sources' ``offsets_lost``): those records are missing from state and outputs for good."""
+    notes: dict[str, str] = {}
+    for source in sources:
+        for (topic, partition), n in sorted(getattr(source, "offsets_lost", {}).items()):
+            notes[f"input {topic}[{partition}]"] = (
+                f"{n} offsets deleted by retention before they were processed: their records "
+                "are missing from state and outputs"
+            )
+    return notes
 
 
 def kafka_check(bootstrap_servers: str, timeout: float = 2.0) -> Check:

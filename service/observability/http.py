@@ -34,7 +34,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
     def _verdict(self, verdict: Verdict) -> None:
-        body = {"status": "ok" if verdict.ok else "fail", "failed": dict(verdict.failed)}
+        status = "fail" if not verdict.ok else "degraded" if verdict.degraded else "ok"
+        body: dict[str, object] = {"status": status, "failed": dict(verdict.failed)}
+        if verdict.degraded:
+            body["degraded"] = dict(verdict.degraded)
         self._send(
             200 if verdict.ok else 503,
             "application/json",

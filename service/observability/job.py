@@ -21,6 +21,7 @@ from service.observability.health import (
     CachedCheck,
     Liveness,
     Readiness,
+    exactness_lost,
     kafka_check,
     redis_check,
 )
@@ -70,7 +71,7 @@ class JobObservability:
         self._job_name = conf.job_name
         self.registry.register(DependencyCollector(dependencies, self._job_names))
         self.liveness = Liveness(context, self.progress, interval_ms, dependencies=dependencies)
-        self.readiness = Readiness(context, dependencies)
+        self.readiness = Readiness(context, dependencies, self._degraded)
         self.server = ObservabilityServer(
             self.registry,
             self.liveness.check,
@@ -94,6 +95,10 @@ class JobObservability:
         ssc.addStreamingListener(
             MetricsListener(self.metrics, ssc.jobName, lambda: ssc.input_sources)
         )
+
+    def _degraded(self) -> dict[str, str]:
+        ssc = self._context()
+        return {} if ssc is None else exactness_lost(ssc.input_sources)
 
     def _job_names(self) -> list[str]:
         """The jobs whose contexts were attached; before the first, the configured name, so an

@@ -152,6 +152,8 @@ class SourceFigures:
     errors: dict[str, int] = field(default_factory=dict)
     dead_letters: dict[DeadLetterKey, int] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)
+    # input offsets deleted by retention before they were processed (cumulative)
+    offsets_lost: dict[TopicPartitionKey, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -164,6 +166,7 @@ class JobSnapshot:
     errors: dict[str, int] = field(default_factory=dict)
     dead_letters: dict[DeadLetterKey, int] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)
+    offsets_lost: dict[TopicPartitionKey, int] = field(default_factory=dict)
 
 
 class SnapshotCollector(Collector):
@@ -184,6 +187,7 @@ class SnapshotCollector(Collector):
             snap.errors.update(figures.errors)
             snap.dead_letters.update(figures.dead_letters)
             snap.events.update(figures.events)
+            snap.offsets_lost.update(figures.offsets_lost)
 
     def jobs(self) -> list[str]:
         with self._lock:
@@ -218,8 +222,17 @@ class SnapshotCollector(Collector):
             " to the ledger's position after a gap.",
             labels=["job_name", "event"],
         )
+        lost = CounterMetricFamily(
+            f"{PREFIX}_kafka_offsets_lost",
+            "Input offsets deleted by retention before the job processed them (a claim or"
+            " resync found the recorded position below the log start): their records are"
+            " missing from state and outputs, for good.",
+            labels=["job_name", "topic", "partition"],
+        )
         with self._lock:
             for job, snap in sorted(self._jobs.items()):
+                for (topic, partition), n in sorted(snap.offsets_lost.items()):
+                    lost.add_metric([job, topic, str(partition)], n)
                 for (topic, partition), n in sorted(snap.records.items()):
                     records.add_metric([job, topic, str(partition)], n)
                 for (topic, partition), n in sorted(snap.lag.items()):
@@ -235,6 +248,7 @@ class SnapshotCollector(Collector):
         yield errors
         yield dead_letters
         yield events
+        yield lost
 
     def describe(self) -> Iterator[Metric]:
         # Without this, registering would call collect() to learn the names.
@@ -258,6 +272,7 @@ def _kafka_figures(sources: Iterable[Any]) -> SourceFigures:
         figures.lag.update(source.partition_lag())
         _add(figures.errors, source.error_counts)
         _add(figures.events, getattr(source, "partition_events", {}))
+        _add(figures.offsets_lost, getattr(source, "offsets_lost", {}))
         dlq = getattr(source, "dead_letters", None)
         if dlq is not None:
             queues[id(dlq)] = dlq  # a queue shared by several streams is counted once

@@ -44,6 +44,10 @@ _KAFKA_OUTAGES = frozenset(
         KafkaError.REQUEST_TIMED_OUT,
         KafkaError.NOT_ENOUGH_REPLICAS,
         KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        # the transaction coordinator is still completing our previous transaction (e.g. the
+        # EndTxn of a commit whose reply was lost, handled once a paused broker resumes):
+        # init_transactions succeeds once it is done
+        KafkaError.CONCURRENT_TRANSACTIONS,
     }
 )
 

@@ -33,6 +33,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from service.commit.batch import GroupOffsets, OutputFencedError
+from service.runtime.crashpoints import CrashPoints
 from service.runtime.deadline import DeadlineExceeded, call_with_deadline
 from service.runtime.kafka_logs import kafka_logger
 
@@ -146,6 +147,8 @@ class OutputTransaction:
         self._topics: set[str] = set()
         # set by an ambiguous commit, cleared by ``recover``
         self.needs_recovery = False
+        # the test-only fault point before commit_transaction (service/runtime/crashpoints.py)
+        self._faults = CrashPoints()
 
     @classmethod
     def shared_by(
@@ -207,6 +210,7 @@ class OutputTransaction:
                 raise KafkaSinkError(
                     f"{len(self._failures)} records to {topics} failed ({topic}: {first})"
                 ) from KafkaException(first)
+            self._faults.reached("commit_transaction")
             self._commit(producer, batch_ms, topics)
         except AmbiguousCommitError:
             self._abandon_producer("the outcome of commit_transaction is unknown")

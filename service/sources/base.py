@@ -7,7 +7,7 @@ scheduler. It learns that a batch is durable (results and state persisted) only 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class InputSource(Protocol):
@@ -32,14 +32,21 @@ class InputSource(Protocol):
         """Release connections and threads; buffered but unpersisted records are re-read later."""
 
 
-# Optional methods, looked up with getattr by the engine (not part of the Protocol, so queue,
-# socket and text-file sources need not define them):
-#
-# ``take_partitions(batch_time_ms) -> list[list[Any]]``: the batch already split into
-#     partitions (Kafka: one per partition with records); used instead of ``take_batch``.
-# ``take_tasks(batch_time_ms) -> list[tuple[tuple[str, int], list[Any]]]``: the batch as one
-#     entry per *task* -- ``((topic, partition), records)`` for every assigned Kafka partition,
-#     also those with no records this batch. A source offering it makes the job task-scoped:
-#     keyed shuffles group within each task and state is kept per task under the task's shard
-#     keys (docs/semantics.md, "Kafka inputs: state per partition"). Takes precedence over
-#     ``take_partitions``.
+@runtime_checkable
+class PartitionedSource(Protocol):
+    """A source whose batch comes already split into partitions (used instead of
+    ``take_batch``)."""
+
+    def take_partitions(self, batch_time_ms: int) -> list[list[Any]]: ...
+
+
+@runtime_checkable
+class TaskSource(Protocol):
+    """A source that hands out one entry per *task*: ``((topic, partition), records)`` for every
+    assigned Kafka partition, also those with no records this batch. A source offering it makes
+    the job task-scoped: keyed shuffles group within each task and state is kept per task under
+    the task's shard keys (docs/semantics.md, "Kafka inputs: state per partition"). Takes
+    precedence over ``take_partitions``; its commit side is ``service.commit.protocol``'s
+    ``CommittedSource``."""
+
+    def take_tasks(self, batch_time_ms: int) -> list[tuple[tuple[str, int], list[Any]]]: ...

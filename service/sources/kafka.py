@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from confluent_kafka import (
@@ -43,7 +43,8 @@ from confluent_kafka import (
 
 from service.commit.attempts import AttemptCounter
 from service.commit.batch import GroupOffsets
-from service.commit.ledger import Position, Shard
+from service.commit.ledger import Shard
+from service.commit.protocol import PartitionLedger
 from service.runtime.deadline import DeadlineExceeded, call_with_deadline
 from service.runtime.kafka_logs import kafka_logger
 from service.sinks.dead_letter import DeadLetterQueue, RecordTooLarge, record_size
@@ -88,14 +89,6 @@ class OffsetSpan:
     until_offset: int
     # records in the span; fewer than the offsets where transaction markers or compaction left gaps
     records: int = 0
-
-
-class PartitionLedger(Protocol):
-    """What the source needs of ``service.commit.ledger.BatchLedger``."""
-
-    def acquire_epoch(self, shard: Shard) -> int: ...
-
-    def read_position(self, shard: Shard) -> Position | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +249,11 @@ class KafkaSource:
         self._error_counts: dict[str, int] = {"kafka_consume": 0, "kafka_commit": 0}
         # partitions replayed at a claim and resynced to the ledger so far, for metrics
         self._partition_events: dict[str, int] = {"replay": 0, "resync": 0, "regressed": 0}
+        # offsets deleted by retention between a recorded position and the log start
+        self._offsets_lost: dict[TopicPartitionKey, int] = {}
+        # since when (monotonic) every batch's transaction was refused for a stale membership,
+        # with no rebalance meanwhile (``outputs_refused``)
+        self._refused_since: float | None = None
         # with a ledger: owner epoch, and the offset the next batch of a partition starts at
         self._ledger: PartitionLedger | None = None
         self._job = ""
@@ -370,7 +368,8 @@ class KafkaSource:
             if tp in self._paused:
                 self._consumer.resume([TopicPartition(*tp)])
                 self._paused.discard(tp)
-            self._consumer.seek(TopicPartition(tp[0], tp[1], next_offset))
+            seek = self._readable_from(self._consumer, tp, next_offset)
+            self._consumer.seek(TopicPartition(tp[0], tp[1], seek))
         except KafkaException as exc:
             # cannot move the fetch position: better stop reading it than read the wrong offsets
             log.error("kafka_resync_failed", partition=tp, offset=next_offset, error=str(exc))
@@ -418,14 +417,51 @@ class KafkaSource:
         reset = self._reset_offset()
         if reset != OFFSET_END:
             return reset
+        _, high = self._watermarks(consumer, tp)
+        return high if high >= 0 else reset
+
+    @staticmethod
+    def _watermarks(consumer: Consumer, tp: TopicPartitionKey) -> tuple[int, int]:
+        """The log start and end offsets of ``tp`` from the broker; -1 for what it did not say."""
         try:
-            _, high = consumer.get_watermark_offsets(
+            low, high = consumer.get_watermark_offsets(
                 TopicPartition(*tp), timeout=_REPLAY_CHECK_SECONDS
             )
         except KafkaException as exc:
-            log.warning("kafka_end_offset_unavailable", partition=tp, error=str(exc))
-            return reset
-        return int(high) if high is not None and high >= 0 else reset
+            log.warning("kafka_watermarks_unavailable", partition=tp, error=str(exc))
+            return -1, -1
+        return (-1 if low is None else int(low)), (-1 if high is None else int(high))
+
+    def _readable_from(self, consumer: Consumer, tp: TopicPartitionKey, recorded: int) -> int:
+        """Where to read ``tp`` from to go on at the ``recorded`` position: the position itself,
+        or the log start when retention deleted records there before the job processed them.
+
+        Those records are lost to state and outputs, and no replay can bring them back: the
+        loss is counted (``offsets_lost``: a metric, and a /readyz detail) and logged as an
+        error. Not seeking past them would let ``auto.offset.reset`` choose, and "latest"
+        would skip the whole partition. The ledger's span still starts at ``recorded``, so
+        the next commit is contiguous with what the ledger holds."""
+        low, _ = self._watermarks(consumer, tp)
+        if low < 0 or recorded >= low:
+            return recorded
+        lost = low - recorded
+        self._offsets_lost[tp] = self._offsets_lost.get(tp, 0) + lost
+        log.error(
+            "kafka_records_deleted_before_processing",
+            partition=tp,
+            recorded_offset=recorded,
+            log_start_offset=low,
+            offsets_lost=lost,
+            hint="retention deleted input the job had not processed (it was down, or lagged, "
+            "for longer than the topic's retention.ms): state and outputs miss those records",
+        )
+        return low
+
+    @property
+    def offsets_lost(self) -> dict[TopicPartitionKey, int]:
+        """Input offsets deleted by retention before this source processed them, per partition
+        (``_readable_from``); for metrics and readiness."""
+        return dict(self._offsets_lost)
 
     def _reset_offset(self) -> int:
         reset = str(self._config.get("auto.offset.reset", "earliest")).lower()
@@ -443,7 +479,9 @@ class KafkaSource:
             self._epochs[(topic, partition)] = self._ledger.acquire_epoch(shard)
             position = self._ledger.read_position(shard)
             if position is not None:
-                seeks[(topic, partition)] = position.next_offset
+                seeks[(topic, partition)] = self._readable_from(
+                    consumer, (topic, partition), position.next_offset
+                )
                 self._positions[(topic, partition)] = position.next_offset
             else:
                 # Never recorded: this job has not processed the partition. Kafka's committed
@@ -726,7 +764,45 @@ class KafkaSource:
         (a partition without records in the batch replays nothing: its outputs are new)."""
         return {tp for tp in self._taken[1] if tp in self._replay_until}
 
+    def outputs_refused(self) -> None:
+        """The batch's transaction was refused as from a stale group member (UNKNOWN_MEMBER_ID,
+        ILLEGAL_GENERATION). Normally a rebalance follows at once and moves the partitions. But
+        after a broker restart the consumer's group state can stay stuck where it believes it
+        still owns its partitions while the coordinator has removed it: no heartbeat error, no
+        rebalance, every transaction refused, the partitions unread for good (seen in the
+        broker-restart fault scenario). Refused for longer than a session timeout with no
+        rebalance meanwhile, the consumer is replaced and joins the group anew, as Kafka
+        Streams enforces a rebalance when its tasks migrated."""
+        now = time.monotonic()
+        if self._refused_since is None:
+            self._refused_since = now
+        elif now - self._refused_since >= self._reclaim_after_s:
+            self._restart_consumer(now - self._refused_since)
+
+    def _restart_consumer(self, refused_s: float) -> None:
+        consumer = self._consumer
+        if consumer is None or self._from_offsets:
+            return
+        self._refused_since = None
+        owned = sorted(self._assigned | set(self._fenced))
+        self._fenced.clear()
+        self._forget(owned, reason="lost")
+        log.warning(
+            "kafka_consumer_rejoining",
+            reason="the group refused every transaction as from an unknown member, with no "
+            "rebalance",
+            refused_seconds=round(refused_s, 1),
+            partitions=owned,
+        )
+        self._consumer = None
+        try:
+            call_with_deadline("consumer_close", _CLOSE_SECONDS, consumer.close)
+        except (DeadlineExceeded, KafkaException) as exc:
+            log.warning("kafka_consumer_close_slow", error=str(exc))
+        self.start()
+
     def on_batch_persisted(self, batch_time_ms: int) -> None:
+        self._refused_since = None
         for tp, end in list(self._replay_until.items()):
             if self._positions.get(tp, -1) >= end:
                 del self._replay_until[tp]
@@ -817,6 +893,7 @@ class KafkaSource:
         log.debug("kafka_committed", offsets=offsets)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._refused_since = None
         tps = {(p.topic, p.partition) for p in partitions}
         if self._ledger is not None:
             seeks = self._claim(consumer, sorted(tps))
@@ -840,6 +917,7 @@ class KafkaSource:
                 self._partition_listener(tp)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._refused_since = None
         tps = [(p.topic, p.partition) for p in partitions]
         for tp in tps:
             self._fenced.pop(tp, None)
@@ -848,6 +926,7 @@ class KafkaSource:
         self._forget(tps, reason="revoked")
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._refused_since = None
         tps = [(p.topic, p.partition) for p in partitions]
         for tp in tps:
             self._fenced.pop(tp, None)

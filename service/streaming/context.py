@@ -14,18 +14,8 @@ from collections.abc import Callable, Iterable
 from numbers import Real
 from typing import Any, TypeVar
 
-from service.commit.attempts import RedisAttempts
-from service.commit.batch import (
-    BatchParticipant,
-    GroupOffsetSource,
-    OutputFencedError,
-    RecoverableParticipant,
-    SpanSource,
-    abort_all,
-    commit_tasks,
-    precommit_all,
-)
-from service.commit.ledger import BatchLedger, Outcome, check_redis
+from service.commit.batch import BatchParticipant
+from service.commit.protocol import BatchProtocol
 from service.runtime.clock import Clock, SystemClock
 from service.runtime.crashpoints import CrashPoints
 from service.runtime.outage import Backoff, is_outage
@@ -65,7 +55,7 @@ STOPPED = "STOPPED"
 
 def ledger_durability() -> dict[str, Any]:
     """``WAIT``/``WAITAOF`` options of the ledger, from the runner's settings (or the env)."""
-    from service.runtime.job_runner import settings
+    from service.config import settings
 
     conf = settings()
     return {
@@ -138,10 +128,11 @@ class StreamingContext:
         self._stopping = threading.Event()
         self._outage_backoff = Backoff()
         self._recover = False
-        self._ledger: BatchLedger | None = None
         self._crash = CrashPoints()
         # outputs whose batch commits with the ledger step (transactional Kafka sinks)
         self._participants: list[BatchParticipant] = []
+        # every commit step of a batch (service/commit/protocol.py); built at start
+        self._protocol: BatchProtocol | None = None
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -301,11 +292,12 @@ class StreamingContext:
         StreamingContext._startingContext = self
         try:
             self._next_batch_ms = self._while_unavailable("Redis", self._restore)
-            self._participants = bind_outputs(
-                self._job_name, self._participants, transactional=self._ledger is not None
+            protocol = self._commit
+            protocol.participants = bind_outputs(
+                self._job_name, protocol.participants, transactional=protocol.transactional
             )
             # transactional producers initialise now (aborting what a predecessor left open)
-            self._while_unavailable("Kafka", self._initialise_outputs)
+            self._while_unavailable("Kafka", protocol.initialise_outputs)
             with self._cond:
                 if self._stopping.is_set():
                     raise _StartInterrupted
@@ -356,53 +348,29 @@ class StreamingContext:
             # As Spark: a context not built by getOrCreate ignores what an earlier run left.
             job.store.drop_prefix(job.prefix)
         next_batch_ms = self._graph.start(job, self._clock.now_ms())
-        self._attach_ledger(job.store)
+        self._protocol = BatchProtocol(
+            self._job_name,
+            self._sources,
+            self._participants,
+            forget_task=self._graph.forget_task,
+            report_error=self._record_error,
+            fatal=self._fatal,
+            stopping=self._stopping,
+        )
+        self._protocol.attach(
+            job.store, task_scoped=self._graph.task_scoped, durability=ledger_durability()
+        )
         return next_batch_ms
+
+    @property
+    def _commit(self) -> BatchProtocol:
+        if self._protocol is None:
+            raise RuntimeError("the StreamingContext has not been started")
+        return self._protocol
 
     def _offers_tasks(self) -> bool:
         """Some input hands out Kafka partitions: state is per partition, positions in Redis."""
         return any(inp.offers_tasks for inp in self._graph.inputs)
-
-    def _attach_ledger(self, store: StateStore) -> None:
-        """A Kafka job on Redis commits through the ledger (service/commit/batch.py)."""
-        if isinstance(store, RedisStateStore):
-            check_redis(store.client)
-        if not self._graph.task_scoped:
-            return
-        if not isinstance(store, RedisStateStore):
-            log.warning(
-                "job %s reads Kafka without a redis:// checkpoint: state and offsets are not "
-                "committed atomically (at-least-once)",
-                self._job_name,
-            )
-            return
-        # Redis down: retry until it answers (the service pauses), or until the job stops
-        self._ledger = BatchLedger(
-            store.client, retry_seconds=None, interrupt=self._stopping, **ledger_durability()
-        )
-        for source in self._sources:
-            attach = getattr(source, "attach_ledger", None)
-            if attach is not None:
-                attach(self._ledger, self._job_name)
-            # a partition that moves (to us, or away) must be re-read from Redis next time
-            listen = getattr(source, "on_partitions_changed", None)
-            if listen is not None:
-                listen(self._graph.forget_task)
-            attach_attempts = getattr(source, "attach_attempts", None)
-            if attach_attempts is not None:
-                attach_attempts(RedisAttempts(store.client))
-
-    def _flush_dead_letters(self) -> list[BaseException]:
-        """Dead letters are durable before the batch's ledger step (docs/dead-letters.md)."""
-        errors: list[BaseException] = []
-        for source in self._sources:
-            flush = getattr(source, "flush_dead_letters", None)
-            if flush is not None:
-                try:
-                    flush()
-                except Exception as exc:
-                    errors.append(exc)
-        return errors
 
     def start(self) -> None:
         try:
@@ -464,12 +432,12 @@ class StreamingContext:
         self._notify("onBatchSubmitted", BatchEvent(info))
         info._start_ms = self._clock.now_ms()
         self._notify("onBatchStarted", BatchEvent(info))
-        for participant in self._participants:
-            participant.begin(t)
+        protocol = self._commit
+        protocol.begin(t)
         errors = self._graph.run_batch(BatchTime.at(t), after_take=self._after_take)
         info._num_records = self._graph.last_num_records
-        errors.extend(self._flush_dead_letters())
-        outage = self._ledger is not None and any(is_outage(e) for e in errors)
+        errors.extend(protocol.flush_dead_letters())
+        outage = protocol.transactional and any(is_outage(e) for e in errors)
         for exc in errors:
             if isinstance(exc, RetryBatch):
                 log.warning("batch %d ms not committed, read again: %s", t, exc)
@@ -481,8 +449,9 @@ class StreamingContext:
             self._record_error(exc)
         if errors:
             info._failure = f"{type(errors[0]).__name__}: {errors[0]}"
-        reason = self._commit_outputs(t, errors)
+        reason = protocol.commit_outputs(t, errors, self._graph.batch_tasks)
         if reason is not None:
+            self._graph.job_state().writes = StateWrites()
             if outage:
                 reason = "outage"
             elif reason == "error" and all(isinstance(e, RetryBatch) for e in errors):
@@ -495,56 +464,33 @@ class StreamingContext:
             return
         self._crash_point("outputs_done")
         commit_started = time.perf_counter()
-        if not self._persist(t):
+        if not self._persist(t, protocol):
             info._retry_reason = "outage"
             info._end_ms = self._clock.now_ms()
             self._notify("onBatchCompleted", BatchEvent(info))
             return
         info._state_commit_s = time.perf_counter() - commit_started
         self._crash_point("state_persisted")
-        for source in self._sources:
-            source.on_batch_persisted(t)
+        protocol.acknowledge(t)
         self._crash_point("offsets_committed")
         self._next_batch_ms = t + self._batch_ms
         self._outage_backoff.reset()
         info._end_ms = self._clock.now_ms()
         self._notify("onBatchCompleted", BatchEvent(info))
 
-    def _initialise_outputs(self) -> None:
-        """Transactional outputs get their producer at start (a claim settles what a crashed
-        predecessor published: ``KafkaSource``, "Replays")."""
-        for participant in self._participants:
-            if isinstance(participant, RecoverableParticipant) and participant.needs_recovery:
-                participant.recover()
-                participant.settled()
-
     def _settle_unknown_commits(self, t: int) -> bool:
-        """Before taking records again after a transaction whose commit is unknown: a new
-        producer settles it, and the group's offsets say whether it published the batch, whose
-        records are then replayed without their outputs (``KafkaSource.find_published``).
-        False (the batch waits) while Kafka cannot tell."""
-        unsettled = [
-            p
-            for p in self._participants
-            if isinstance(p, RecoverableParticipant) and p.needs_recovery
-        ]
-        if not unsettled:
-            return True
+        """Step 1 of the protocol; False (the batch waits) while Kafka cannot tell whether the
+        last transaction published."""
         try:
-            for participant in unsettled:
-                participant.recover()
-            for source in self._sources:
-                if isinstance(source, GroupOffsetSource):
-                    source.find_published()
-            for participant in unsettled:
-                participant.settled()
+            settled = self._commit.settle()
         except Exception as exc:
             if not is_outage(exc):
                 raise
             log.warning("batch %d ms: cannot tell yet whether the last batch was published", t)
             self._pause_for_outage(t)
             return False
-        log.info("batch %d ms: the outcome of the unknown commit is settled", t)
+        if settled:
+            log.info("batch %d ms: the outcome of the unknown commit is settled", t)
         return True
 
     def _pause_for_outage(self, t: int) -> None:
@@ -556,115 +502,22 @@ class StreamingContext:
 
     def _after_take(self) -> None:
         self._crash_point("batch_taken")
-        replaying = {tp for s in self._sources for tp in getattr(s, "replaying", set)()}
-        for participant in self._participants:
-            skip = getattr(participant, "skip_tasks", None)
-            if skip is not None:
-                skip(replaying)
+        self._commit.after_take()
 
     def _crash_point(self, step: str) -> None:
         """Test crash points count batches that took records (an empty one proves little)."""
         if self._graph.last_num_records > 0:
             self._crash.reached(step)
 
-    def _commit_outputs(self, t: int, errors: list[BaseException]) -> str | None:
-        """Commit the participants' transactions; None, or why the batch is abandoned instead
-        ("error": it raised; "fenced", "outage", "outputs": its outputs could not commit).
-
-        A ledger job never commits a batch that raised or whose outputs could not commit: it
-        aborts them, skips the ledger step and takes the same records again (``_abandon``).
-        """
-        if self._ledger is None:
-            # plain outputs: already flushed; the batch is persisted as before, errors or not
-            failure = precommit_all(self._participants, t, [])
-            if failure is not None:
-                log.error("batch %d ms: output failed", t, exc_info=failure)
-                self._record_error(failure)
-            return None
-        if errors:
-            abort_all(self._participants, t)
-            self._abandon(t)
-            return "error"
-        groups = [
-            g
-            for s in self._sources
-            if isinstance(s, GroupOffsetSource) and (g := s.group_offsets()) is not None
-        ]
-        failure = precommit_all(self._participants, t, groups)
-        if failure is None:
-            return None
-        if isinstance(failure, OutputFencedError):
-            reason = "fenced"
-            log.warning("batch %d ms not committed, fenced: %s", t, failure)
-        elif is_outage(failure):
-            reason = "outage"
-            log.warning("batch %d ms not committed, Kafka unavailable: %s", t, failure)
-        else:
-            reason = "outputs"
-            log.error("batch %d ms not committed: outputs failed", t, exc_info=failure)
-        self._abandon(t)
-        return reason
-
     def _outputFailed(self, t: int) -> None:
-        """An output op raised: discard what participants wrote in this batch so far. Outputs may
-        run again in the same batch (dead-letter isolation) and write the batch anew."""
-        abort_all(self._participants, t)
+        """An output op raised: discard what outputs wrote in this batch so far."""
+        self._commit.abort_outputs(t)
 
-    def _abandon(self, t: int) -> None:
-        """Drop everything the batch changed here and hand its records out again."""
+    def _persist(self, t: int, protocol: BatchProtocol) -> bool:
+        """The batch's state (and, for Kafka jobs, its offsets) reach the store, or nothing."""
         job = self._graph.job_state()
-        job.writes = StateWrites()
-        for task in self._graph.batch_tasks:
-            self._graph.forget_task(task)
-        for source in self._sources:
-            if isinstance(source, GroupOffsetSource):
-                try:
-                    source.rewind()
-                except Exception as exc:
-                    # records of the batch may be skipped: stop rather than commit past them
-                    self._fatal(exc)
-        log.info("batch %d ms abandoned: tasks %s will be read again", t, self._graph.batch_tasks)
-
-    def _persist(self, t: int) -> bool:
-        """The batch's state (and, for Kafka jobs, its offsets) reach the store, or nothing.
-
-        False when a stop interrupted the ledger's retries through an outage: the batch is not
-        committed and is read again at restart (its published outputs are then replayed
-        without being published again: ``KafkaSource``, "Replays").
-        """
-        job = self._graph.job_state()
-        if self._ledger is None:
-            job.commit()
-            return True
         writes, job.writes = job.writes, StateWrites()
-        spans = [s for s in self._sources if isinstance(s, SpanSource)]
-        try:
-            results = commit_tasks(
-                self._ledger, self._job_name, t, self._graph.batch_tasks, writes, spans
-            )
-        except Exception as exc:
-            if not (self._stopping.is_set() and is_outage(exc)):
-                raise
-            log.warning("batch %d ms not committed: stopping while Redis is unavailable", t)
-            for task in self._graph.batch_tasks:
-                self._graph.forget_task(task)
-            return False
-        for done in results:
-            outcome = done.result.outcome if done.result is not None else None
-            if outcome in (Outcome.FENCED, Outcome.GAP, Outcome.REGRESSED):
-                log.warning(
-                    "batch %d ms of partition %s refused (%s): dropping its state here",
-                    t,
-                    done.task,
-                    outcome.value,
-                )
-            if outcome is not Outcome.APPLIED:
-                # The task's writes did not reach Redis (no position yet, or refused), but its
-                # caches took them: state fields and meta are written only when they differ from
-                # the cache, so a kept cache would never write them (e.g. ``present``) and the
-                # next owner would restore a state without them. Re-read the store instead.
-                self._graph.forget_task(done.task)
-        return True
+        return protocol.persist(t, self._graph.batch_tasks, writes, job.store)
 
     def _shutdown(self) -> None:
         with self._cond:
@@ -681,11 +534,14 @@ class StreamingContext:
                     source.stop()
                 except Exception:
                     log.exception("source %s failed to stop", source)
-        for participant in self._participants:
-            try:
-                participant.close()
-            except Exception:
-                log.exception("output %s failed to close", participant)
+        if self._protocol is not None:
+            self._protocol.close()
+        else:
+            for participant in self._participants:
+                try:
+                    participant.close()
+                except Exception:
+                    log.exception("output %s failed to close", participant)
         if self._store is not None and self._owns_store:
             self._store.close()
         with self._cond:

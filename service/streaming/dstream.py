@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from service.commit.batch import participant_of
+from service.sources.base import PartitionedSource, TaskSource
 from service.streaming.persistence import JobState, dumps, loads
 from service.streaming.rdd import BatchRDD, LocalContext, ResultIterable, Task, portable_hash
 
@@ -545,19 +546,19 @@ class InputDStream(DStream):
     @property
     def offers_tasks(self) -> bool:
         """The source hands out one partition per Kafka partition with its task id."""
-        return callable(getattr(self.source, "take_tasks", None))
+        return isinstance(self.source, TaskSource)
 
     def _take(self, t: int) -> int:
         """Take batch ``t`` from the source; sources with partitions (and tasks) keep them."""
         self.last_tasks = []
         tasks: list[Task | None] | None = None
-        if self.offers_tasks:
+        if isinstance(self.source, TaskSource):
             entries = self.source.take_tasks(t)
             parts = [list(records) for _, records in entries]
             self.last_tasks = [(str(tp[0]), int(tp[1])) for tp, _ in entries]
             tasks = list(self.last_tasks)
-        elif (take_partitions := getattr(self.source, "take_partitions", None)) is not None:
-            parts = take_partitions(t)
+        elif isinstance(self.source, PartitionedSource):
+            parts = self.source.take_partitions(t)
         else:
             parts = self._ctx.parallelize(list(self.source.take_batch(t))).partitions
         self._taken[t] = (parts, tasks)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from service.runtime.outage import DependencyUnavailable, is_outage
 from service.state.redis_client import hash_tag
@@ -54,6 +54,7 @@ class RetryBatch(RuntimeError):
     and do not fail the job (the records' attempts are counted)."""
 
 
+@runtime_checkable
 class IsolatingSource(Protocol):
     """What isolation needs of ``service.sources.kafka.KafkaSource``."""
 
@@ -65,10 +66,7 @@ class IsolatingSource(Protocol):
 
 
 def _dead_letters(source: Any) -> DeadLetterQueue | None:
-    dlq = getattr(source, "dead_letters", None)
-    if dlq is None or not callable(getattr(source, "rewind_partition", None)):
-        return None
-    return dlq  # type: ignore[no-any-return]
+    return source.dead_letters if isinstance(source, IsolatingSource) else None
 
 
 def applies(graph: DStreamGraph) -> bool:

@@ -202,7 +202,7 @@ def _from_offsets_keys(
 
 def _service_settings() -> Settings:
     # The runner's settings when the job runs under `python -m service run`, else the environment.
-    from service.runtime.job_runner import settings
+    from service.config import settings
 
     return settings()
 

@@ -46,7 +46,7 @@ def make_fleet(
             tmp_path / f"fleet-{len(fleets)}",
             job_args=[input_topic, output_topic, *more_outputs],
             kafka_bootstrap=kafka_bootstrap,
-            redis_url=redis_url,
+            redis_url=options.pop("redis_url", redis_url),
             job_name=options.pop("job_name", f"e2e-{uuid.uuid4().hex[:8]}"),
             **options,
         )
@@ -91,12 +91,21 @@ def start_run(
         env: dict[str, str] | None = None,
         metrics: bool = False,
         job: Path = KEYED_COUNTER,
+        redis: str | None = None,
     ) -> Run:
+        """``redis``: another Redis than the session's (e.g. one behind a failover proxy)."""
         input_topic, output_topic = topics
         second_output = create_topic(partitions=6)
         window_output = create_topic(partitions=6)
+        redis = redis or redis_url
         fleet = make_fleet(
-            input_topic, output_topic, second_output, window_output, extra_env=env, job=job
+            input_topic,
+            output_topic,
+            second_output,
+            window_output,
+            extra_env=env,
+            job=job,
+            redis_url=redis,
         )
         for _ in range(instances):
             own = {"DSTREAMS_METRICS_PORT": str(free_port())} if metrics else {}
@@ -111,7 +120,7 @@ def start_run(
             input_topic,
             output_topic,
             kafka_bootstrap,
-            redis_url,
+            redis,
             second_output=second_output,
             window_output=window_output,
         )

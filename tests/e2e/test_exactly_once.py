@@ -11,12 +11,15 @@ docs/testing-faults.md.
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 
 import pytest
 
 from service.runtime.crashpoints import ENV_VAR as CRASH_AT
 from service.runtime.crashpoints import STEPS
+from service.runtime.crashpoints import STOP_ENV_VAR as SIGSTOP_AT
 from tests.e2e.support.fleet import JOB_FORMS
 from tests.e2e.support.scenario import Run, StartRun, assert_exact, random_kills, seeded
 from tests.support.services import ServiceHandle
@@ -201,6 +204,51 @@ def test_broker_down_then_restarted(start_run: StartRun, kafka_broker: ServiceHa
     report = run.finish(trials=1)
     assert_exact(report)
     assert_paused_through_outage(run, seen)
+
+
+PAUSE_S = 10.0
+
+
+def stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.faults
+def test_broker_paused_as_a_commit_is_sent(
+    start_run: StartRun, kafka_broker: ServiceHandle
+) -> None:
+    """The broker frozen (SIGSTOP) by an instance the moment it commits a batch's transaction
+    (``DSTREAMS_SIGSTOP_AT=commit_transaction:<n>:<broker pid>``), so the EndTxn waits in the
+    broker's socket and no reply comes; the instance gives up on the commit (its sinks' timeouts
+    lowered to 2 s), its outcome unknown; 10 s later the broker resumes and handles the EndTxn
+    then. Every instance's transactions hang meanwhile, and the group rebalances after. The
+    instance must settle the unknown commit (a new producer, the group's offsets) before it takes
+    records again, and every output must be published once."""
+    rng = seeded("broker paused at commit")
+    flush = {"E2E_FLUSH_TIMEOUT_S": "2"}
+    run = start_run("broker-paused-at-commit", rng, records=12_000, rate=600, env=flush)
+    run.while_producing(3.0)
+    broker_pid = kafka_broker.pid
+    armed = run.fleet.instances[0]
+    armed.kill()
+    armed.start({SIGSTOP_AT: f"commit_transaction:{rng.randint(2, 4)}:{broker_pid}"})
+    try:
+        deadline = time.monotonic() + 60.0
+        while not stopped(broker_pid):
+            assert time.monotonic() < deadline, "the armed instance never froze the broker"
+            run.while_producing(0.05)
+        run.while_producing(PAUSE_S)
+    finally:
+        os.kill(broker_pid, signal.SIGCONT)
+    report = run.finish(trials=1)
+    settled = run.fleet.count_in_logs(r"the outcome of the unknown commit is settled")
+    # a replay: the EndTxn committed after all, and its records were replayed without outputs
+    replays = run.fleet.count_in_logs(r"kafka_partition_replay\s")
+    report.notes.append(f"unknown commits settled: {settled}; partitions replayed: {replays}")
+    print(report.summary())
+    assert settled >= 1, report.summary()
+    assert_exact(report)
 
 
 # --- 5. SIGTERM -----------------------------------------------------------------------------------

@@ -486,3 +486,59 @@ def test_a_ledger_that_lost_commits_is_replayed_without_republishing(
             assert source.replaying() == {tp}
     finally:
         client.close()
+
+
+def test_input_deleted_by_retention_before_processing_is_counted_and_skipped_loudly(
+    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+) -> None:
+    """Issue 9: where exactness is impossible it is never silent. The ledger records [0, 4) as
+    processed; then retention (here deleteRecords, which moves the log start as retention
+    does) removes offsets below 10 before the next owner claims the partition. Before, the
+    consumer's out-of-range reset silently started at the log start (or, with
+    ``auto.offset.reset=latest``, at the end, skipping all of it); now the source reads on
+    from the log start, counts the 6 lost offsets, and its next span is contiguous with the
+    ledger (from 4), so the commit is APPLIED rather than taken for a gap."""
+    from confluent_kafka.admin import AdminClient
+
+    topic = create_topic(partitions=1)
+    produce(kafka_bootstrap, topic, 0, [f"a{i}" for i in range(14)])
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.delete_records([TopicPartition(topic, 0, 10)]).values():
+        future.result(timeout=30)
+    group, job = f"g-{uuid.uuid4().hex}", f"retention-{uuid.uuid4().hex[:8]}"
+    tp = (topic, 0)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ledger = BatchLedger(client, retry_seconds=5)
+        shard = Shard(job, topic, 0)
+        ledger.commit_batch(shard, ledger.acquire_epoch(shard), 1, 0, 4, StateWrites())
+
+        source = KafkaSource(
+            {
+                "bootstrap.servers": kafka_bootstrap,
+                "group.id": group,
+                "auto.offset.reset": "latest",
+            },
+            [topic],
+            batch_interval_s=1.0,
+        )
+        source.attach_ledger(ledger, job)
+        with running(source):
+            records: list[KafkaRecord] = []
+            outcomes = []
+            batch_ms = 1000
+            give_up = time.monotonic() + WAIT_SECONDS
+            while len(records) < 4 and time.monotonic() < give_up:
+                source.fill(time.monotonic() + 0.5)
+                records.extend(source.take_batch(batch_ms))
+                [done] = commit_tasks(ledger, job, batch_ms, [tp], StateWrites(), [source])
+                outcomes.append(None if done.result is None else done.result.outcome)
+                source.on_batch_persisted(batch_ms)
+                batch_ms += 1000
+            assert [r.offset for r in records] == [10, 11, 12, 13]
+            assert source.offsets_lost == {tp: 6}
+            assert set(outcomes) == {Outcome.APPLIED}, outcomes
+            position = ledger.read_position(shard)
+            assert position is not None and position.next_offset == 14
+    finally:
+        client.close()

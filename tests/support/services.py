@@ -35,6 +35,11 @@ class ServiceHandle(Protocol):
 
     def kill(self) -> None: ...
 
+    @property
+    def pid(self) -> int:
+        """The server's process id on this host (for SIGSTOP/SIGCONT: a paused server)."""
+        ...
+
 
 class RestartUnsupported(RuntimeError):
     pass
@@ -79,6 +84,11 @@ class External:
     def kill(self) -> None:
         self._refuse()
 
+    @property
+    def pid(self) -> int:
+        self._refuse()
+        raise AssertionError("unreachable")
+
 
 @dataclass
 class LocalKafka:
@@ -100,6 +110,10 @@ class LocalKafka:
     def kill(self) -> None:
         self.broker.kill()
 
+    @property
+    def pid(self) -> int:
+        return _running_pid(self.broker.pid, "the Kafka broker")
+
 
 @dataclass
 class LocalRedis:
@@ -120,6 +134,10 @@ class LocalRedis:
 
     def kill(self) -> None:
         self.server.kill()
+
+    @property
+    def pid(self) -> int:
+        return _running_pid(self.server.pid, "redis-server")
 
 
 @dataclass
@@ -144,6 +162,18 @@ class ContainerService:
 
     def kill(self) -> None:
         self.container.get_wrapped_container().kill()
+
+    @property
+    def pid(self) -> int:
+        wrapped = self.container.get_wrapped_container()
+        wrapped.reload()
+        return _running_pid(int(wrapped.attrs["State"]["Pid"]) or None, "the container")
+
+
+def _running_pid(pid: int | None, what: str) -> int:
+    if pid is None:
+        raise RuntimeError(f"{what} is not running")
+    return pid
 
 
 def start_kafka(workdir: Path, num_partitions: int = 1) -> tuple[ServiceHandle, Any]:

@@ -23,7 +23,9 @@ The same job in the two other forms a job takes (docs/jobs.md): keyed_counter_se
 Brokers, Redis, job name, consumer group and batch interval come from the runner's settings.
 ``session.timeout.ms`` is 6 s so that a killed instance's partitions move on quickly;
 ``DSTREAMS_MAX_POLL_INTERVAL_MS`` (test-only, optional) lowers ``max.poll.interval.ms`` so that a
-stopped instance is evicted from the group within a test.
+stopped instance is evicted from the group within a test; ``E2E_FLUSH_TIMEOUT_S`` (test-only,
+optional) lowers the sinks' transaction timeouts, so that a commit the broker does not answer
+becomes unknown within a test.
 """
 
 import json
@@ -32,7 +34,7 @@ import sys
 from collections.abc import Iterable
 from datetime import datetime
 
-from service.runtime.job_runner import settings
+from service.config import settings
 from service.sinks.kafka import KafkaSink
 from service.streaming import StreamingContext
 from service.streaming.kafka import KafkaUtils
@@ -99,6 +101,11 @@ def topics_from_argv() -> tuple[str, ...]:
     return tuple(sys.argv[1:])
 
 
+def sink(topic: str) -> KafkaSink:
+    timeout = float(os.environ.get("E2E_FLUSH_TIMEOUT_S", "60"))
+    return KafkaSink(settings().kafka_bootstrap_servers, topic, flush_timeout_s=timeout)
+
+
 def build_counter(
     ssc: StreamingContext,
     input_topic: str,
@@ -116,9 +123,9 @@ def build_counter(
     changed = states.join(seqs.reduceByKey(lambda a, b: a)).map(
         lambda kv: (kv[0], to_json(kv[1][0]))
     )
-    changed.foreachRDD(KafkaSink(settings().kafka_bootstrap_servers, output_topic))
+    changed.foreachRDD(sink(output_topic))
     if second_output is not None:
-        changed.foreachRDD(KafkaSink(settings().kafka_bootstrap_servers, second_output))
+        changed.foreachRDD(sink(second_output))
     if window_output is not None:
         interval = settings().batch_interval_seconds
         windows = seqs.mapValues(powers).reduceByKeyAndWindow(
@@ -130,7 +137,7 @@ def build_counter(
         )
         windows.transform(
             lambda t, rdd: rdd.map(lambda kv: (kv[0], window_json(t, kv[1])))
-        ).foreachRDD(KafkaSink(settings().kafka_bootstrap_servers, window_output))
+        ).foreachRDD(sink(window_output))
 
 
 def new_context() -> StreamingContext:

@@ -82,7 +82,7 @@ def run_instance(
         lambda rdd: out.append(sorted(rdd.collect()))
     )
     run_batches(ssc, n)
-    assert ssc._ledger is not None, "the job must commit through the ledger"
+    assert ssc._commit.ledger is not None, "the job must commit through the ledger"
     ssc.stop()
     store.close()
     return out

@@ -9,7 +9,7 @@ per-partition rate (``DSTREAMS_MAX_RATE_PER_PARTITION``) bounds each batch.
 import sys
 from collections.abc import Iterable
 
-from service.runtime.job_runner import settings
+from service.config import settings
 from service.sinks.kafka import KafkaSink
 from service.streaming import StreamingContext
 from service.streaming.kafka import KafkaUtils

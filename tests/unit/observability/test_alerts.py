@@ -171,3 +171,30 @@ def test_batches_retried_persistently_fires_on_a_majority_for_ten_minutes(
             },
         ],
     )
+
+
+def test_input_lost_to_retention_pages_for_an_hour_from_the_first_loss(tmp_path: Path) -> None:
+    """Issue 9: input deleted before it was processed is never silent. The series exists only
+    once a claim found a loss (service/sources/kafka.py ``_readable_from``)."""
+    lost = {"job_name": "j", "topic": "orders", "partition": "3"}
+    inputs = [
+        series(
+            "dstreams_kafka_offsets_lost_total",
+            "_x20 1234x400",
+            job_name="j",
+            topic="orders",
+            partition="3",
+        ),
+    ]
+    name = "DStreamsInputLostToRetention"
+    summary = "j: 1.234k offsets of orders[3] deleted by retention before they were processed"
+    run_promtool(
+        tmp_path,
+        inputs,
+        [
+            {"alertname": name, "eval_time": "4m", "firing": []},
+            {"alertname": name, "eval_time": "6m", "firing": [alert(name, lost, "page", summary)]},
+            {"alertname": name, "eval_time": "50m", "firing": [alert(name, lost, "page", summary)]},
+            {"alertname": name, "eval_time": "80m", "firing": []},
+        ],
+    )

@@ -9,6 +9,7 @@ from service.observability.health import (
     CachedCheck,
     Liveness,
     Readiness,
+    exactness_lost,
     stall_bound_seconds,
 )
 
@@ -148,3 +149,20 @@ def test_readiness_names_every_failed_dependency() -> None:
     assert set(verdict.failed) == {"context"}
     ctx = Ctx()
     assert readiness.check().ok
+
+
+def test_readiness_shows_input_lost_to_retention_without_failing() -> None:
+    """Issue 9: exactness lost for good (input deleted by retention before it was processed)
+    is shown in /readyz's body, while the pod stays ready (restarting cannot bring it back)."""
+
+    class Source:
+        offsets_lost = {("orders", 3): 1234}
+
+    readiness = Readiness(lambda: Ctx(), {}, lambda: exactness_lost([Source(), object()]))
+    verdict = readiness.check()
+    assert verdict.ok
+    assert verdict.degraded == {
+        "input orders[3]": "1234 offsets deleted by retention before they were processed: "
+        "their records are missing from state and outputs"
+    }
+    assert Readiness(lambda: Ctx(), {}).check().degraded == {}

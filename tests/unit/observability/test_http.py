@@ -56,6 +56,16 @@ def test_metrics_livez_readyz_and_404(server: tuple[ObservabilityServer, list[Ve
 
     verdicts[1] = Verdict(True, {})
     assert get(f"{srv.url}/readyz?verbose=1")[0] == 200
+    verdicts[1] = Verdict(True, {}, {"input t[0]": "5 offsets deleted by retention"})
+    status, _, body = get(f"{srv.url}/readyz")
+    assert (status, json.loads(body)) == (
+        200,
+        {
+            "status": "degraded",
+            "failed": {},
+            "degraded": {"input t[0]": "5 offsets deleted by retention"},
+        },
+    )
     assert get(f"{srv.url}/nope")[0] == 404
 
 

@@ -80,6 +80,7 @@ class FakeKafkaSource:
         self.lag: dict[tuple[str, int], int] = {}
         self.error_counts = {"kafka_consume": 0, "kafka_commit": 0}
         self.partition_events = {"replay": 0, "resync": 0}
+        self.offsets_lost: dict[tuple[str, int], int] = {}
         self.dead_letters = dead_letters
 
     def partition_lag(self) -> dict[tuple[str, int], int]:
@@ -227,6 +228,18 @@ def test_partition_replays_and_resyncs_are_summed_over_sources() -> None:
         return value(registry, "dstreams_kafka_partition_events_total", job_name="p", event=event)
 
     assert (events("replay"), events("resync")) == (3, 5)
+
+
+def test_input_lost_to_retention_is_a_counter_per_partition() -> None:
+    registry = CollectorRegistry()
+    source = FakeKafkaSource()
+    listener = MetricsListener(DStreamsMetrics(registry), "r", lambda: [source])
+    complete(listener, 1000, 0)
+    name = "dstreams_kafka_offsets_lost_total"
+    assert value(registry, name, job_name="r", topic="t", partition="2") is None
+    source.offsets_lost = {("t", 2): 40}
+    complete(listener, 2000, 0)
+    assert value(registry, name, job_name="r", topic="t", partition="2") == 40
 
 
 def record(offset: int) -> KafkaRecord:

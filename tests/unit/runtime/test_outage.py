@@ -49,6 +49,9 @@ def raised_from(outer: Exception, cause: BaseException) -> Exception:
         KafkaException(KafkaError(KafkaError._TRANSPORT)),
         KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN)),
         KafkaException(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE)),
+        # init_transactions while the coordinator still completes our previous EndTxn (seen in
+        # tests/e2e test_broker_paused_as_a_commit_is_sent: the process exited 1 on it)
+        KafkaException(KafkaError(KafkaError.CONCURRENT_TRANSACTIONS)),
         ProducerStuckError("send_offsets_to_transaction did not return within 65 s"),
         DependencyUnavailable("batch 1 ms"),
         raised_from(

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import structlog
 
-from service.config import Settings, load_settings
+from service.config import Settings, load_settings, running_with, settings
 from service.observability.job import serve_observability
 
 log = structlog.get_logger(__name__)
@@ -33,14 +33,7 @@ log = structlog.get_logger(__name__)
 JobKind = Literal["script", "main", "setup"]
 SETUP_NAMES = ("setup", "build")
 
-# The settings of the job being run. Module-level job code has no other way to receive them;
-# it is set only for the duration of run_job.
-_active_settings: Settings | None = None
-
-
-def settings() -> Settings:
-    """The running job's settings; outside ``python -m service run``, read from the environment."""
-    return _active_settings if _active_settings is not None else load_settings()
+__all__ = ["Job", "JobError", "main", "resolve_job", "run_job", "settings"]
 
 
 class JobError(ValueError):
@@ -244,15 +237,13 @@ def _signals(stopper: GracefulStop) -> Iterator[None]:
 
 @contextmanager
 def _job_environment(job: Job, conf: Settings, argv: Sequence[str]) -> Iterator[None]:
-    global _active_settings
     saved_argv = sys.argv
-    _active_settings = conf
     sys.argv = [str(job.path) if job.path is not None else job.name, *argv]
     try:
-        yield
+        with running_with(conf):
+            yield
     finally:
         sys.argv = saved_argv
-        _active_settings = None
 
 
 def _run_setup(function: Callable[..., Any], conf: Settings) -> None:

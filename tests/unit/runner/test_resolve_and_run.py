@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from service import config
 from service.config import Settings
-from service.runtime import job_runner
-from service.runtime.job_runner import JobError, resolve_job, run_job
+from service.runner import JobError, resolve_job, run_job
 
 
 def conf(**kw: object) -> Settings:
@@ -69,7 +69,7 @@ def test_a_job_sees_the_runner_settings_and_its_arguments(tmp_path: Path) -> Non
         tmp_path / "report.py",
         f"""
         import json, sys
-        from service.runtime.job_runner import settings
+        from service.config import settings
 
         if __name__ == "__main__":
             s = settings()
@@ -80,7 +80,7 @@ def test_a_job_sees_the_runner_settings_and_its_arguments(tmp_path: Path) -> Non
     assert run_job(str(job), ["a", "b"], conf()) == 0
     assert json.loads(out.read_text()) == ["report", "dstreams-report", "k:9092", ["a", "b"]]
     # outside the runner, settings come from the environment again
-    assert job_runner._active_settings is None
+    assert config._active_settings is None
 
 
 def test_a_job_exit_code_is_returned(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from service.runtime import job_runner
-from service.runtime.job_runner import OVERRAN_EXIT_CODE, GracefulStop
+from service import runner as job_runner
+from service.runner import OVERRAN_EXIT_CODE, GracefulStop
 
 
 class Context:

@@ -713,7 +713,9 @@ class _SliceLog:
             job.writes.set(job.slice_index_name(self.stream._id, task), str(t).encode(), b"1")
 
     def _load(self, t: int, task: Task | None) -> dict[int, dict[bytes, bytes] | None]:
-        """The stored slices a window at ``t`` may still need; older ones are dropped now."""
+        """Every stored slice, also those older than a window at ``t`` needs: an incremental
+        window resumed after a gap subtracts the slices its previous value holds (``expire``
+        drops the old ones once the batch is done)."""
         job = self.stream._job
         index = job.slice_index_name(self.stream._id, task)
         stored = {int(x) for x in job.store.load_map(index)}
@@ -721,10 +723,6 @@ class _SliceLog:
         needed = set(self.stream._valid_times(t - self.keep_ms, t)) | stored
         entries: dict[int, dict[bytes, bytes] | None] = {}
         for old in sorted(needed):
-            if old <= t - self.keep_ms:
-                job.writes.map_drops.add(job.slice_name(self.stream._id, old, task))
-                job.writes.delete(index, str(old).encode())
-                continue
             fields = job.store.load_map(job.slice_name(self.stream._id, old, task))
             entries[old] = fields if fields or self.keyed_partitions is not None else None
         return entries
@@ -983,12 +981,21 @@ class _ReducedWindowedDStream(DStream):
         self, t: int, previous: BatchRDD | None, prev_ms: int | None, task: Task | None
     ) -> BatchRDD | None:
         w, s = self._window_ms, self._slide_ms
-        prev_t = t - s
-        if self._incremental and prev_ms == prev_t and previous is not None:
-            old = self._slices(prev_t - w, t - w, task)
+        resumable = prev_ms is not None and prev_ms < t and (t - prev_ms) % s == 0
+        if self._incremental and previous is not None and resumable:
+            assert prev_ms is not None
+            # Spark's step from the window at t - s, generalised to a previous window further
+            # back (batch times not run here: a restart after downtime, a partition that moved):
+            # as if the batches between had run empty, which keeps keys that reached the
+            # neutral value, as Spark's incremental window does. Slices both added and
+            # subtracted (in (prev_ms, t - w]) cancel out and are skipped.
+            old = self._slices(prev_ms - w, min(prev_ms, t - w), task)
             subtracted = self._inv_reduce(previous, self._ctx.union(old)) if old else previous
-            new = self._slices(prev_t, t, task)
-            return self._reduce(subtracted, self._ctx.union(new)) if new else subtracted
+            new = self._slices(max(prev_ms, t - w), t, task)
+            if new:
+                return self._reduce(subtracted, self._ctx.union(new))
+            # Spark always has new batches here (empty ones too) and filters after them
+            return subtracted.filter(self._filter) if self._filter is not None else subtracted
         current = self._slices(t - w, t, task)
         return self._reduce(None, self._ctx.union(current)) if current else None
 

@@ -29,11 +29,12 @@ Why a crash at any instant loses nothing and counts nothing twice: before step 5
 batch is visible anywhere and the next owner reads it again from the ledger's position; after
 step 5 and before step 6 the outputs are published but Redis has not moved, and the next owner
 finds the group offset past the ledger's and replays those records with outputs skipped
-(``KafkaSource``, "Replays"); step 6 is atomic per partition and refuses a retry (I3) or a
-zombie (I2). docs/exactly-once.md has the whole argument.
+(``service.commit.ownership``, "replay"); step 6 is atomic per partition and refuses a retry
+(I3) or a zombie (I2). docs/exactly-once.md has the whole argument.
 
-Partition ownership (claim, fence, resync, rewind, replay) is the sources' side of the same
-protocol: ``LedgerBound``, ``Replaying``, ``DeadLettering``, ``GroupMember`` here and
+Partition ownership (claim, fence, resync, rewind, replay) is the other half of the protocol,
+in ``service.commit.ownership``, which a source consults for every partition it reads;
+``LedgerBound``, ``Replaying``, ``DeadLettering``, ``GroupMember`` here and
 ``SpanSource``, ``GroupOffsetSource`` in ``service.commit.batch`` are what it requires of them.
 """
 
@@ -56,20 +57,13 @@ from service.commit.batch import (
     commit_tasks,
     precommit_all,
 )
-from service.commit.ledger import BatchLedger, Outcome, Position, Shard, check_redis
+from service.commit.ledger import BatchLedger, Outcome, check_redis
+from service.commit.ownership import PartitionLedger
 from service.runtime.outage import is_outage
 from service.state.base import StateStore, StateWrites
 from service.state.redis_store import RedisStateStore
 
 log = logging.getLogger(__name__)
-
-
-class PartitionLedger(Protocol):
-    """What a source needs of ``BatchLedger`` to claim partitions."""
-
-    def acquire_epoch(self, shard: Shard) -> int: ...
-
-    def read_position(self, shard: Shard) -> Position | None: ...
 
 
 # What the protocol needs of a source, one small Protocol per step, so that a source offers only

@@ -145,18 +145,23 @@ class KafkaSink:
             self._producer = self._factory(dict(self._config))
             return
         if transaction is None:
-            transaction = OutputTransaction(
-                self._config,
-                flush_timeout_s=self._flush_timeout_s,
-                instance=self._instance,
-                producer_factory=self._factory,
-            )
+            transaction = self.transaction_with([])
             transaction.bind(job)
             transaction.recover()
             transaction.settled()
             self._owns_transaction = True
         self._transaction = transaction
         self._transactional_id = transaction.transactional_id
+
+    def transaction_with(self, others: Sequence[KafkaSink]) -> OutputTransaction:
+        """One transaction for this sink's batches and ``others``', configured by this sink's
+        settings; refused at start when they write to different clusters."""
+        return OutputTransaction.shared_by(
+            [(s.topic, s.producer_config) for s in (self, *others)],
+            flush_timeout_s=self._flush_timeout_s,
+            instance=self._instance,
+            producer_factory=self._factory,
+        )
 
     @property
     def transactional(self) -> bool:
@@ -268,13 +273,7 @@ def bind_outputs(
     sinks = [p for p in participants if isinstance(p, KafkaSink)] if transactional else []
     shared: OutputTransaction | None = None
     if sinks:
-        first = sinks[0]
-        shared = OutputTransaction.shared_by(
-            [(s.topic, s.producer_config) for s in sinks],
-            flush_timeout_s=first._flush_timeout_s,
-            instance=first._instance,
-            producer_factory=first._factory,
-        )
+        shared = sinks[0].transaction_with(sinks[1:])
         shared.bind(job)
     for participant in participants:
         if shared is not None and isinstance(participant, KafkaSink):

@@ -10,15 +10,9 @@ partition per batch (``maxRatePerPartition`` x batch interval) bounds a batch: a
 buffer reaches the cap is paused so the rest of a backlog stays in Kafka, and resumed once a batch
 has taken from it. Records fetched beyond the cap stay buffered for the next batch, never dropped.
 
-Replays: a transactional output commits the batch's input offsets to the group (KIP-447) just
-before the ledger step, so after a crash between the two the group's committed offset ``K`` of
-a partition is ahead of the ledger's ``R`` - in no other case. On claiming such a partition the
-source reads ``[R, K)`` again as batches that end exactly at ``K``, and ``replaying()`` names
-them: their state is applied as usual, but outputs that honour it (``KafkaSink.skip_tasks``) do
-not publish them again, since the crashed instance already did (docs/exactly-once.md). While
-a replay runs, no commit of ours (a replayed batch's transaction, the commit after its ledger
-step, the commit on revoke) lowers the group offset below ``K``: it is the only record of what
-was published, and a second crash during the replay must find it again.
+Where each partition is read from, under which owner epoch, and which batches replay what a
+crashed owner published, is decided by ``service.commit.ownership.PartitionOwnership``; this
+module reads Kafka and carries those decisions out (seek, pause, resume, commit).
 """
 
 from __future__ import annotations
@@ -32,8 +26,6 @@ from typing import Any
 
 import structlog
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -43,8 +35,12 @@ from confluent_kafka import (
 
 from service.commit.attempts import AttemptCounter
 from service.commit.batch import GroupOffsets
-from service.commit.ledger import Shard
-from service.commit.protocol import PartitionLedger
+from service.commit.ownership import (
+    LedgerSpan,
+    OffsetsUnknown,
+    PartitionLedger,
+    PartitionOwnership,
+)
 from service.runtime.deadline import DeadlineExceeded, call_with_deadline
 from service.runtime.kafka_logs import kafka_logger
 from service.sinks.dead_letter import DeadLetterQueue, RecordTooLarge, record_size
@@ -89,15 +85,6 @@ class OffsetSpan:
     until_offset: int
     # records in the span; fewer than the offsets where transaction markers or compaction left gaps
     records: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerSpan:
-    """One partition's part of a batch as the ledger sees it: owner epoch and offset span."""
-
-    epoch: int
-    from_offset: int
-    next_offset: int
 
 
 def records_per_batch(max_rate_per_partition: float | None, batch_interval_s: float) -> int | None:
@@ -247,25 +234,14 @@ class KafkaSource:
         self._errors_seen: set[int] = set()
         # kind -> errors so far, for metrics
         self._error_counts: dict[str, int] = {"kafka_consume": 0, "kafka_commit": 0}
-        # partitions replayed at a claim and resynced to the ledger so far, for metrics
-        self._partition_events: dict[str, int] = {"replay": 0, "resync": 0, "regressed": 0}
-        # offsets deleted by retention between a recorded position and the log start
-        self._offsets_lost: dict[TopicPartitionKey, int] = {}
         # since when (monotonic) every batch's transaction was refused for a stale membership,
         # with no rebalance meanwhile (``outputs_refused``)
         self._refused_since: float | None = None
-        # with a ledger: owner epoch, and the offset the next batch of a partition starts at
-        self._ledger: PartitionLedger | None = None
-        self._job = ""
-        self._epochs: dict[TopicPartitionKey, int] = {}
-        self._positions: dict[TopicPartitionKey, int] = {}
-        self._spans: dict[TopicPartitionKey, LedgerSpan] = {}
-        # partitions whose outputs up to this offset were published by a crashed owner
-        self._replay_until: dict[TopicPartitionKey, int] = {}
-        # fenced partitions -> when (monotonic); claimed again if still ours after a while
-        self._fenced: dict[TopicPartitionKey, float] = {}
         session_ms = int(self._config.get("session.timeout.ms", _DEFAULT_SESSION_TIMEOUT_MS))
         self._reclaim_after_s = max(session_ms / 1000.0, _MIN_RECLAIM_SECONDS)
+        self._owner = PartitionOwnership(
+            reset_to_end=_resets_to_end(self._config), reclaim_after_s=self._reclaim_after_s
+        )
         self._partition_listener: Callable[[TopicPartitionKey], None] | None = None
 
     def on_partitions_changed(self, listener: Callable[[TopicPartitionKey], None]) -> None:
@@ -275,8 +251,7 @@ class KafkaSource:
 
     def attach_ledger(self, ledger: PartitionLedger, job: str) -> None:
         """Make Redis the authority on positions; called by the context before ``start``."""
-        self._ledger = ledger
-        self._job = job
+        self._owner.attach_ledger(ledger, job)
 
     def attach_attempts(self, attempts: AttemptCounter) -> None:
         """Count failed attempts in Redis (called by the context with the ledger)."""
@@ -295,9 +270,7 @@ class KafkaSource:
         ``tp``'s span is withdrawn (nothing of it reaches the ledger) and its position goes
         back to the span's start, so the next batch's span covers these offsets again.
         """
-        span = self._spans.pop(tp, None)
-        if span is not None:
-            self._positions[tp] = span.from_offset
+        self._owner.withdraw(tp)
         self._buffers.put_back(tp, batch_time_ms, keep)
         self._last_raw.pop(tp, None)
 
@@ -309,47 +282,38 @@ class KafkaSource:
     def ledger_span(self, tp: TopicPartitionKey) -> LedgerSpan | None:
         """The last batch's span of ``tp``; None when the partition's position is still unknown
         (never read and nothing recorded: it has no state to commit either)."""
-        return self._spans.get(tp)
+        return self._owner.span(tp)
 
     def fence(self, tp: TopicPartitionKey) -> None:
         """The ledger refused our epoch: someone claimed ``tp`` after us. Drop everything of it
-        (records, positions, pending Kafka commits) and stop fetching it.
-
-        Usually the group moves ``tp`` to that instance right away. But a claim can finish
-        late: a member blocked on Redis inside its assignment callback is evicted, ``tp`` goes
-        to us, and then its claim completes and fences us. If the group still assigns ``tp``
-        to us once a session timeout has passed (time for any rebalance to reach us), we
-        claim it again, instead of leaving it unread until the next rebalance."""
+        and stop fetching it; it is claimed again should the group still assign it to us after
+        a while (``PartitionOwnership.fence``)."""
         self._forget([tp], reason="fenced")
+        self._owner.fence(tp)
         if self._consumer is not None:
             try:
                 self._consumer.pause([TopicPartition(*tp)])
             except KafkaException as exc:
                 log.warning("kafka_pause_failed", partition=tp, error=str(exc))
-        self._fenced[tp] = time.monotonic()
 
     def _reclaim_fenced(self, consumer: Consumer) -> None:
-        """Claim again the fenced partitions the group still assigns to us (see ``fence``)."""
-        now = time.monotonic()
-        due = [tp for tp, at in self._fenced.items() if now - at >= self._reclaim_after_s]
+        """Claim again the fenced partitions the group still assigns to us."""
+        due = self._owner.due_reclaims()
         if not due:
             return
-        for tp in due:
-            del self._fenced[tp]
         assigned = {(p.topic, p.partition) for p in consumer.assignment()}
         ours = [tp for tp in due if tp in assigned and tp not in self._assigned]
         if not ours:
             return
         try:
-            seeks = self._claim(consumer, ours)
+            seeks = self._owner.claim(ConsumerLog(consumer), ours)
             for tp in ours:
-                consumer.resume([TopicPartition(*tp)])
-                consumer.seek(TopicPartition(tp[0], tp[1], seeks[tp]))
+                self._read_from(consumer, tp, seeks[tp])
         except Exception as exc:
             # Redis or Kafka not answering: try again after another while
             log.warning("kafka_reclaim_failed", partitions=ours, error=str(exc))
-            for tp in ours:
-                self._fenced[tp] = now
+            self._owner.forget(ours)
+            self._owner.fence_again(ours)
             return
         self._assigned.update(ours)
         self._notify_changed(ours)
@@ -358,189 +322,59 @@ class KafkaSource:
     def resync(self, tp: TopicPartitionKey, next_offset: int) -> None:
         """The ledger stands at ``next_offset`` of ``tp``, not where our batch began (GAP):
         read on from there. Buffered records of ``tp`` are dropped and fetched again."""
-        if tp not in self._assigned or self._consumer is None:
+        consumer = self._consumer
+        if tp not in self._assigned or consumer is None:
             return
-        dropped = self._buffers.drop([tp])
-        self._committable.pop(tp, None)
-        self._spans.pop(tp, None)
-        self._positions[tp] = next_offset
         try:
-            if tp in self._paused:
-                self._consumer.resume([TopicPartition(*tp)])
-                self._paused.discard(tp)
-            seek = self._readable_from(self._consumer, tp, next_offset)
-            self._consumer.seek(TopicPartition(tp[0], tp[1], seek))
+            seek = self._owner.resync(ConsumerLog(consumer), tp, next_offset)
+            dropped = self._read_from(consumer, tp, seek)
         except KafkaException as exc:
             # cannot move the fetch position: better stop reading it than read the wrong offsets
             log.error("kafka_resync_failed", partition=tp, offset=next_offset, error=str(exc))
             self._forget([tp], reason="fenced")
             return
         self._notify_changed([tp])
-        self._partition_events["resync"] += 1
         log.warning("kafka_partition_resynced", partition=tp, offset=next_offset, dropped=dropped)
-        # Behind where we were (Redis lost commits): what we published past the ledger's
-        # offset is replayed without outputs, as after a crash (the group offset says so).
-        self._find_replays(self._consumer, {tp: next_offset})
 
     def reclaim(self, tp: TopicPartitionKey) -> None:
-        """Redis lost acknowledged writes of ``tp`` (ledger I5): claim it again - a new epoch,
-        the position Redis still records (or ``auto.offset.reset``), replays up to the group's
-        offset - and drop what was buffered or cached for it."""
+        """Redis lost acknowledged writes of ``tp`` (ledger I5): claim it again and drop what
+        was buffered or cached for it."""
         consumer = self._consumer
         if tp not in self._assigned or consumer is None:
             return
-        dropped = self._buffers.drop([tp])
-        self._committable.pop(tp, None)
-        self._spans.pop(tp, None)
-        self._replay_until.pop(tp, None)
         try:
-            seeks = self._claim(consumer, [tp])
-            if tp in self._paused:
-                consumer.resume([TopicPartition(*tp)])
-                self._paused.discard(tp)
-            consumer.seek(TopicPartition(tp[0], tp[1], seeks[tp]))
+            seek = self._owner.reclaim(ConsumerLog(consumer), tp)
+            dropped = self._read_from(consumer, tp, seek)
         except Exception as exc:
             log.error("kafka_reclaim_failed", partition=tp, error=str(exc))
             self.fence(tp)  # read nothing of it until it is claimed again
             return
         self._notify_changed([tp])
-        self._partition_events["regressed"] += 1
-        log.error(
-            "kafka_partition_reclaimed_after_loss", partition=tp, seek=seeks[tp], dropped=dropped
-        )
+        log.error("kafka_partition_reclaimed_after_loss", partition=tp, seek=seek, dropped=dropped)
 
-    def _resolve_reset(self, consumer: Consumer, tp: TopicPartitionKey) -> int:
-        """Where an unrecorded partition starts. ``latest`` is resolved to the end offset now,
-        which becomes the position the first batch records (even an empty one): left symbolic,
-        an idle partition would record nothing, and records produced while the job restarts
-        would be skipped by the next "latest"."""
-        reset = self._reset_offset()
-        if reset != OFFSET_END:
-            return reset
-        _, high = self._watermarks(consumer, tp)
-        return high if high >= 0 else reset
-
-    @staticmethod
-    def _watermarks(consumer: Consumer, tp: TopicPartitionKey) -> tuple[int, int]:
-        """The log start and end offsets of ``tp`` from the broker; -1 for what it did not say."""
-        try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(*tp), timeout=_REPLAY_CHECK_SECONDS
-            )
-        except KafkaException as exc:
-            log.warning("kafka_watermarks_unavailable", partition=tp, error=str(exc))
-            return -1, -1
-        return (-1 if low is None else int(low)), (-1 if high is None else int(high))
-
-    def _readable_from(self, consumer: Consumer, tp: TopicPartitionKey, recorded: int) -> int:
-        """Where to read ``tp`` from to go on at the ``recorded`` position: the position itself,
-        or the log start when retention deleted records there before the job processed them.
-
-        Those records are lost to state and outputs, and no replay can bring them back: the
-        loss is counted (``offsets_lost``: a metric, and a /readyz detail) and logged as an
-        error. Not seeking past them would let ``auto.offset.reset`` choose, and "latest"
-        would skip the whole partition. The ledger's span still starts at ``recorded``, so
-        the next commit is contiguous with what the ledger holds."""
-        low, _ = self._watermarks(consumer, tp)
-        if low < 0 or recorded >= low:
-            return recorded
-        lost = low - recorded
-        self._offsets_lost[tp] = self._offsets_lost.get(tp, 0) + lost
-        log.error(
-            "kafka_records_deleted_before_processing",
-            partition=tp,
-            recorded_offset=recorded,
-            log_start_offset=low,
-            offsets_lost=lost,
-            hint="retention deleted input the job had not processed (it was down, or lagged, "
-            "for longer than the topic's retention.ms): state and outputs miss those records",
-        )
-        return low
+    def _read_from(self, consumer: Consumer, tp: TopicPartitionKey, offset: int) -> int:
+        """Fetch ``tp`` again from ``offset``: what was buffered or waiting for a commit of it is
+        dropped, and a pause lifted. Returns the records dropped."""
+        dropped = self._buffers.drop([tp])
+        self._committable.pop(tp, None)
+        consumer.resume([TopicPartition(*tp)])
+        self._paused.discard(tp)
+        consumer.seek(TopicPartition(tp[0], tp[1], offset))
+        return dropped
 
     @property
     def offsets_lost(self) -> dict[TopicPartitionKey, int]:
-        """Input offsets deleted by retention before this source processed them, per partition
-        (``_readable_from``); for metrics and readiness."""
-        return dict(self._offsets_lost)
-
-    def _reset_offset(self) -> int:
-        reset = str(self._config.get("auto.offset.reset", "earliest")).lower()
-        return OFFSET_BEGINNING if reset in ("earliest", "smallest", "beginning") else OFFSET_END
-
-    def _claim(
-        self, consumer: Consumer, tps: Iterable[TopicPartitionKey]
-    ) -> dict[TopicPartitionKey, int]:
-        """New owner epochs for ``tps``; returns the recorded offsets to seek to."""
-        assert self._ledger is not None
-        seeks: dict[TopicPartitionKey, int] = {}
-        tps = list(tps)
-        for topic, partition in tps:
-            shard = Shard(self._job, topic, partition)
-            self._epochs[(topic, partition)] = self._ledger.acquire_epoch(shard)
-            position = self._ledger.read_position(shard)
-            if position is not None:
-                seeks[(topic, partition)] = self._readable_from(
-                    consumer, (topic, partition), position.next_offset
-                )
-                self._positions[(topic, partition)] = position.next_offset
-            else:
-                # Never recorded: this job has not processed the partition. Kafka's committed
-                # offset may be ahead of what was persisted (a transaction's offsets commit just
-                # before the ledger step), so it is not trusted; auto.offset.reset decides.
-                start = self._resolve_reset(consumer, (topic, partition))
-                seeks[(topic, partition)] = start
-                if start >= 0:
-                    self._positions[(topic, partition)] = start
-                else:
-                    self._positions.pop((topic, partition), None)
-        self._find_replays(consumer, seeks)
-        log.info("kafka_partitions_claimed", epochs=dict(self._epochs), seeks=seeks)
-        return seeks
+        """Input offsets deleted by retention before this source processed them, per partition;
+        for metrics and readiness."""
+        return self._owner.offsets_lost
 
     def find_published(self) -> None:
         """After a transaction whose commit is unknown (``AmbiguousCommitError``), once a new
-        producer's ``init_transactions`` settled it: where the group's offset (a stable read,
-        KIP-447) is past our position, the transaction committed, so those records are
-        replayed without their outputs. Raises when the offsets cannot be read."""
+        producer's ``init_transactions`` settled it: where the group's offset is past our
+        position, the transaction committed, so those records are replayed without their
+        outputs. Raises when the offsets cannot be read."""
         consumer = self._require_consumer()
-        seeks = {tp: o for tp, o in self._positions.items() if tp in self._assigned}
-        if seeks:
-            self._find_replays(consumer, seeks, strict=True)
-
-    def _find_replays(
-        self, consumer: Consumer, seeks: Mapping[TopicPartitionKey, int], *, strict: bool = False
-    ) -> None:
-        """Partitions whose group offset is ahead of where we start (see the module docstring).
-
-        The crashed owner's transaction had committed (the crash came after
-        ``commit_transaction`` returned); should its offsets not be visible yet, or ``committed``
-        not answer, nothing is replayed and outputs may repeat one batch: never a loss
-        (``strict``: raise instead).
-        """
-        asked = [TopicPartition(t, p) for t, p in seeks]
-        try:
-            answers = consumer.committed(asked, timeout=_REPLAY_CHECK_SECONDS)
-        except KafkaException as exc:
-            if strict:
-                raise
-            log.warning("kafka_replay_check_failed", error=str(exc))
-            return
-        for answer in answers:
-            tp = (answer.topic, answer.partition)
-            start = seeks[tp]
-            committed_offset = answer.offset
-            if strict and answer.error is not None:
-                raise KafkaException(answer.error)
-            if answer.error is not None or committed_offset < 0:
-                continue
-            # an unrecorded partition starting at the beginning replays up to the group offset
-            ahead = committed_offset > start if start >= 0 else start == OFFSET_BEGINNING
-            if ahead:
-                self._replay_until[tp] = committed_offset
-                self._partition_events["replay"] += 1
-                log.warning(
-                    "kafka_partition_replay", partition=tp, start=start, until=committed_offset
-                )
+        self._owner.find_published(ConsumerLog(consumer), self._assigned)
 
     @property
     def cap(self) -> int | None:
@@ -565,7 +399,7 @@ class KafkaSource:
     def partition_events(self) -> dict[str, int]:
         """Partitions replayed at a claim ("replay") and resynced to the ledger's position after
         a gap ("resync") since the source was built (for metrics)."""
-        return dict(self._partition_events)
+        return self._owner.events
 
     def partition_lag(self) -> dict[TopicPartitionKey, int]:
         """Records of each owned partition not yet handed to a batch (for metrics).
@@ -595,9 +429,9 @@ class KafkaSource:
         self._consumer = consumer
         if self._from_offsets:
             starts = self._start_offsets(consumer)
-            if self._ledger is not None:
+            if self._owner.has_ledger:
                 # recorded positions win; unrecorded partitions keep their fromOffsets
-                claimed = self._claim(consumer, starts)
+                claimed = self._owner.claim(ConsumerLog(consumer), starts)
                 recorded = {tp: o for tp, o in claimed.items() if o >= 0}
                 starts.update(recorded)
             consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
@@ -627,7 +461,7 @@ class KafkaSource:
 
     def fill(self, deadline: float) -> None:
         consumer = self._require_consumer()
-        if self._fenced:
+        if self._owner.fenced:
             self._reclaim_fenced(consumer)
         while True:
             # Always poll once, even past the deadline or with every partition paused: rebalance
@@ -658,12 +492,8 @@ class KafkaSource:
 
     def take_partitions(self, batch_time_ms: int) -> list[list[Any]]:
         """The batch with one RDD partition per Kafka partition, as Spark's direct stream has."""
-        for tp, end in list(self._replay_until.items()):
-            head = self._buffers.head_offset(tp)
-            if head is not None and head >= end:
-                # nothing below the end is left (retention, compaction): no replay to do
-                del self._replay_until[tp]
-        parts = self._buffers.take(batch_time_ms, self._replay_until)
+        replay_ends = self._owner.replay_ends(self._buffers.head_offset)
+        parts = self._buffers.take(batch_time_ms, replay_ends)
         # kept until the next take, for ``rewind``
         self._taken = (batch_time_ms, {(p[0].topic, p[0].partition): p for p in parts if p})
         self._record_spans()
@@ -718,31 +548,19 @@ class KafkaSource:
 
     def _record_spans(self) -> None:
         """Each owned partition's span in the batch just taken, contiguous with the last one."""
-        taken = {(s.topic, s.partition): s for s in self._buffers.last_spans}
-        self._spans = {}
-        for tp in self._assigned | taken.keys():
-            span = taken.get(tp)
-            start = self._positions.get(tp, span.from_offset if span is not None else None)
-            if start is None:
-                continue
-            end = span.until_offset if span is not None else start
-            self._positions[tp] = end
-            epoch = self._epochs.get(tp, 0)
-            self._spans[tp] = LedgerSpan(epoch, start, end)
+        taken = {
+            (s.topic, s.partition): (s.from_offset, s.until_offset)
+            for s in self._buffers.last_spans
+        }
+        self._owner.record_spans(self._assigned, taken)
 
     def group_offsets(self) -> GroupOffsets | None:
         """Where the batch just taken ends, with the consumer's group generation: the offsets a
         transactional output commits with its records, so a zombie's commit is refused."""
-        if self._consumer is None or not self._spans:
+        offsets = self._owner.group_offsets()
+        if self._consumer is None or not offsets:
             return None
-        offsets = {tp: self._keep_marker(tp, span.next_offset) for tp, span in self._spans.items()}
         return GroupOffsets(offsets, self._consumer.consumer_group_metadata())
-
-    def _keep_marker(self, tp: TopicPartitionKey, offset: int) -> int:
-        """The group offset to commit for ``tp``: never below a replay's end while the replay
-        runs, since that offset is the only record of what the crashed owner published (a
-        lower commit would make a second crash during the replay publish it again)."""
-        return max(offset, self._replay_until.get(tp, offset))
 
     def rewind(self) -> None:
         """The batch just taken was not committed: hand its records out again, in order.
@@ -750,10 +568,9 @@ class KafkaSource:
         Its records go back to the head of their partitions' buffers and the positions back to
         the spans' starts, so the next batch's spans start where the ledger expects them.
         """
-        spans, self._spans = self._spans, {}
+        spans = self._owner.rewind()
         batch_ms, taken = self._taken
-        for tp, span in spans.items():
-            self._positions[tp] = span.from_offset
+        for tp in spans:
             # first in line again, before what was fetched after them
             self._buffers.put_back(tp, batch_ms, taken.get(tp, []))
         self._taken = (batch_ms, {})
@@ -762,7 +579,7 @@ class KafkaSource:
     def replaying(self) -> set[TopicPartitionKey]:
         """Partitions whose records in the batch just taken were published by a crashed owner
         (a partition without records in the batch replays nothing: its outputs are new)."""
-        return {tp for tp in self._taken[1] if tp in self._replay_until}
+        return self._owner.replaying(self._taken[1])
 
     def outputs_refused(self) -> None:
         """The batch's transaction was refused as from a stale group member (UNKNOWN_MEMBER_ID,
@@ -784,8 +601,8 @@ class KafkaSource:
         if consumer is None or self._from_offsets:
             return
         self._refused_since = None
-        owned = sorted(self._assigned | set(self._fenced))
-        self._fenced.clear()
+        owned = sorted(self._assigned | self._owner.fenced)
+        self._owner.unfence(owned)
         self._forget(owned, reason="lost")
         log.warning(
             "kafka_consumer_rejoining",
@@ -803,10 +620,7 @@ class KafkaSource:
 
     def on_batch_persisted(self, batch_time_ms: int) -> None:
         self._refused_since = None
-        for tp, end in list(self._replay_until.items()):
-            if self._positions.get(tp, -1) >= end:
-                del self._replay_until[tp]
-                log.info("kafka_partition_replayed", partition=tp, until=end)
+        self._owner.persisted()
         for tp, offset in self._buffers.persisted(batch_time_ms).items():
             if tp in self._assigned:
                 self._committable[tp] = max(offset, self._committable.get(tp, offset))
@@ -868,7 +682,7 @@ class KafkaSource:
     def _commit(self, tps: list[TopicPartitionKey]) -> None:
         """Synchronously commit what is committable for ``tps``; on failure keep it for later."""
         offsets = {
-            tp: self._keep_marker(tp, self._committable[tp])
+            tp: self._owner.keep_marker(tp, self._committable[tp])
             for tp in tps
             if tp in self._committable
         }
@@ -888,15 +702,15 @@ class KafkaSource:
             if result.error is not None:
                 self._error_counts["kafka_commit"] += 1
                 log.warning("kafka_commit_failed", partition=tp, error=str(result.error))
-            elif self._keep_marker(tp, self._committable.get(tp, -1)) == result.offset:
+            elif self._owner.keep_marker(tp, self._committable.get(tp, -1)) == result.offset:
                 del self._committable[tp]
         log.debug("kafka_committed", offsets=offsets)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._refused_since = None
         tps = {(p.topic, p.partition) for p in partitions}
-        if self._ledger is not None:
-            seeks = self._claim(consumer, sorted(tps))
+        if self._owner.has_ledger:
+            seeks = self._owner.claim(ConsumerLog(consumer), sorted(tps))
             for p in partitions:
                 p.offset = seeks.get((p.topic, p.partition), p.offset)
             cooperative = "cooperative" in str(self._config.get("partition.assignment.strategy"))
@@ -905,7 +719,7 @@ class KafkaSource:
             else:
                 consumer.assign(partitions)
         self._assigned.update(tps)
-        was_fenced = [tp for tp in tps if self._fenced.pop(tp, None) is not None]
+        was_fenced = self._owner.unfence(tps)
         if was_fenced:
             consumer.resume([TopicPartition(*tp) for tp in was_fenced])  # paused by ``fence``
         self._notify_changed(tps)
@@ -919,8 +733,7 @@ class KafkaSource:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._refused_since = None
         tps = [(p.topic, p.partition) for p in partitions]
-        for tp in tps:
-            self._fenced.pop(tp, None)
+        self._owner.unfence(tps)
         # Persisted offsets still waiting for a commit are committed while they are still ours.
         self._commit(tps)
         self._forget(tps, reason="revoked")
@@ -928,8 +741,7 @@ class KafkaSource:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._refused_since = None
         tps = [(p.topic, p.partition) for p in partitions]
-        for tp in tps:
-            self._fenced.pop(tp, None)
+        self._owner.unfence(tps)
         self._forget(tps, reason="lost")
 
     def _forget(self, tps: list[TopicPartitionKey], *, reason: str) -> None:
@@ -938,10 +750,7 @@ class KafkaSource:
             self._assigned.discard(tp)
             self._paused.discard(tp)
             self._committable.pop(tp, None)
-            self._epochs.pop(tp, None)
-            self._positions.pop(tp, None)
-            self._spans.pop(tp, None)
-            self._replay_until.pop(tp, None)
+        self._owner.forget(tps)
         self._notify_changed(tps)
         log.info("kafka_partitions_" + reason, partitions=sorted(tps), dropped_records=dropped)
 
@@ -961,3 +770,43 @@ def consumer_settings(params: Mapping[str, Any]) -> dict[str, Any]:
         # only partitions that really move are revoked, so a rebalance does not stall every one
         config.setdefault("partition.assignment.strategy", "cooperative-sticky")
     return config
+
+
+def _resets_to_end(config: Mapping[str, Any]) -> bool:
+    reset = str(config.get("auto.offset.reset", "earliest")).lower()
+    return reset not in ("earliest", "smallest", "beginning")
+
+
+class ConsumerLog:
+    """``PartitionLog`` answered by a consumer (on the batch thread, which owns it)."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    def watermarks(self, tp: TopicPartitionKey) -> tuple[int, int]:
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(*tp), timeout=_REPLAY_CHECK_SECONDS
+            )
+        except KafkaException as exc:
+            log.warning("kafka_watermarks_unavailable", partition=tp, error=str(exc))
+            return -1, -1
+        return (-1 if low is None else int(low)), (-1 if high is None else int(high))
+
+    def committed(
+        self, tps: Sequence[TopicPartitionKey], *, strict: bool
+    ) -> dict[TopicPartitionKey, int]:
+        asked = [TopicPartition(t, p) for t, p in tps]
+        try:
+            answers = self._consumer.committed(asked, timeout=_REPLAY_CHECK_SECONDS)
+        except KafkaException as exc:
+            raise OffsetsUnknown(str(exc)) from exc
+        offsets: dict[TopicPartitionKey, int] = {}
+        for answer in answers:
+            if answer.error is not None:
+                if strict:
+                    raise OffsetsUnknown(str(answer.error)) from KafkaException(answer.error)
+                continue
+            if answer.offset >= 0:
+                offsets[(answer.topic, answer.partition)] = answer.offset
+        return offsets

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def start_run(
         instances: int = INSTANCES,
         env: dict[str, str] | None = None,
         metrics: bool = False,
-        job: Path = KEYED_COUNTER,
+        job: Path | Sequence[Path] = KEYED_COUNTER,
         redis: str | None = None,
     ) -> Run:
         """``redis``: another Redis than the session's (e.g. one behind a failover proxy)."""

@@ -20,7 +20,7 @@ import pytest
 from service.runtime.crashpoints import ENV_VAR as CRASH_AT
 from service.runtime.crashpoints import STEPS
 from service.runtime.crashpoints import STOP_ENV_VAR as SIGSTOP_AT
-from tests.e2e.support.fleet import JOB_FORMS
+from tests.e2e.support.fleet import JOB_FORMS, every_form
 from tests.e2e.support.scenario import Run, StartRun, assert_exact, random_kills, seeded
 from tests.support.services import ServiceHandle
 
@@ -39,11 +39,15 @@ CRASHES_PER_STEP = 3
 @pytest.mark.faults
 @pytest.mark.parametrize("step", STEPS)
 def test_kill_at_crash_step(start_run: StartRun, step: str) -> None:
-    """An instance SIGKILLs itself at ``step`` of a batch, three times, restarted each time."""
+    """An instance SIGKILLs itself at ``step`` of a batch, three times, restarted each time.
+
+    The three instances run the three job forms; the armed one's form turns with the step, so
+    each form crashes at some steps and is a survivor taking over at the others."""
     rng = seeded(f"crash at {step}")
     # slow enough that records flow through all three crashes (crash points count batches
     # with records only)
-    run = start_run(f"crash@{step}", rng, records=12_000, rate=400)
+    forms = every_form(STEPS.index(step))
+    run = start_run(f"crash@{step}", rng, records=12_000, rate=400, job=forms)
     armed = run.fleet.instances[0]
     armed.kill()
     armed.start({CRASH_AT: f"{step}:{rng.randint(1, 3)}"})
@@ -67,9 +71,10 @@ def test_kill_at_crash_step(start_run: StartRun, step: str) -> None:
 
 @pytest.mark.faults
 def test_kill_at_random_instants(start_run: StartRun) -> None:
-    """20 SIGKILLs at random instants of a 3-instance fleet under load (CI size)."""
+    """20 SIGKILLs at random instants of a 3-instance fleet under load (CI size); the
+    instances run the three job forms."""
     rng = seeded("random kills")
-    run = start_run("random-kill", rng, records=20_000, rate=600)
+    run = start_run("random-kill", rng, records=20_000, rate=600, job=every_form())
     trials = random_kills(run, rng, 20, (0.8, 2.2))
     assert_exact(run.finish(trials=trials))
 
@@ -78,9 +83,10 @@ def test_kill_at_random_instants(start_run: StartRun) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_kill_at_random_instants_500(start_run: StartRun) -> None:
-    """The long form: 500 SIGKILLs over ~15 minutes of load; prints the figures of issue 5."""
+    """The long form: 500 SIGKILLs over ~15 minutes of load, on the three job forms; prints
+    the figures of docs/testing-faults.md."""
     rng = seeded("random kills x500")
-    run = start_run("random-kill-500", rng, records=200_000, rate=220)
+    run = start_run("random-kill-500", rng, records=200_000, rate=220, job=every_form())
     trials = random_kills(run, rng, 500, (0.8, 2.6))
     assert_exact(run.finish(trials=trials))
 
@@ -91,7 +97,7 @@ def test_kill_at_random_instants_500(start_run: StartRun) -> None:
 @pytest.mark.faults
 def test_scale_1_3_1_under_load(start_run: StartRun) -> None:
     rng = seeded("scale 1-3-1")
-    run = start_run("scale-1-3-1", rng, records=20_000, rate=1_000, instances=1)
+    run = start_run("scale-1-3-1", rng, records=20_000, rate=1_000, instances=1, job=every_form())
     run.while_producing(5.0)
     run.fleet.scale_to(3)
     run.while_producing(7.0)

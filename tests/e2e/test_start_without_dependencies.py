@@ -58,21 +58,28 @@ def _instance(tmp_path: Path, kafka: str, redis_url: str, topics: tuple[str, str
     return instance
 
 
+def _assert_waiting_for(instance: Instance, dependency: str, name: str) -> str:
+    """The instance is up, not ready, naming ``dependency``, and said so in one line; returns
+    its logs."""
+    assert _until(lambda: _probe(instance, "/readyz")[0] == 503, 20.0), instance.logs()
+    time.sleep(WAIT_S)
+    assert instance.alive(), instance.logs()
+    status, body = _probe(instance, "/readyz")
+    assert status == 503 and dependency in str(body["failed"]), body
+    assert _probe(instance, "/livez")[0] == 200
+    logs = instance.logs()
+    assert logs.count(f"waits for {name} to answer") == 1, logs
+    assert "Traceback" not in logs
+    return logs
+
+
 def test_redis_down_at_start_is_waited_for(
     tmp_path: Path, kafka_bootstrap: str, topics: tuple[str, str]
 ) -> None:
     port = free_port()
     instance = _instance(tmp_path, kafka_bootstrap, f"redis://127.0.0.1:{port}/0", topics)
     try:
-        assert _until(lambda: _probe(instance, "/readyz")[0] == 503, 20.0), instance.logs()
-        time.sleep(WAIT_S)
-        assert instance.alive(), instance.logs()
-        status, body = _probe(instance, "/readyz")
-        assert status == 503 and "redis" in str(body["failed"]), body
-        assert _probe(instance, "/livez")[0] == 200
-        logs = instance.logs()
-        assert logs.count("waits for Redis to answer") == 1, logs
-        assert "Traceback" not in logs
+        _assert_waiting_for(instance, "redis", "Redis")
 
         # Redis comes up on that port: the job starts by itself
         redis_server = RedisServer(tmp_path / "redis", port=port, appendfsync="always")
@@ -92,14 +99,7 @@ def test_kafka_down_at_start_is_waited_for_and_sigterm_is_honoured(
 ) -> None:
     instance = _instance(tmp_path, f"127.0.0.1:{free_port()}", redis_url, topics)
     try:
-        assert _until(lambda: _probe(instance, "/readyz")[0] == 503, 20.0), instance.logs()
-        time.sleep(WAIT_S)
-        assert instance.alive(), instance.logs()
-        status, body = _probe(instance, "/readyz")
-        assert status == 503 and "kafka" in str(body["failed"]), body
-        assert _probe(instance, "/livez")[0] == 200
-        logs = instance.logs()
-        assert logs.count("waits for Kafka to answer") == 1, logs
+        logs = _assert_waiting_for(instance, "kafka", "Kafka")
         # librdkafka's connection failures: a few kinds, each once a minute, not a flood
         assert logs.count("Connect to") <= 6, logs
         started = time.monotonic()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
@@ -19,14 +21,49 @@ WAIT_SECONDS = 30.0
 
 
 def new_source(
-    bootstrap: str, topic: str, group: str, *, rate: float | None = None, interval: float = 1.0
+    bootstrap: str,
+    topic: str,
+    group: str,
+    *,
+    rate: float | None = None,
+    interval: float = 1.0,
+    ledger: tuple[BatchLedger, str] | None = None,
+    **settings: Any,
 ) -> KafkaSource:
-    return KafkaSource(
-        {"bootstrap.servers": bootstrap, "group.id": group},
-        [topic],
-        batch_interval_s=interval,
-        max_rate_per_partition=rate,
+    """A source of ``topic`` in ``group``; ``ledger``: (the ledger, the job) it claims from;
+    ``settings``: more consumer settings, dots written as underscores."""
+    config = {"bootstrap.servers": bootstrap, "group.id": group}
+    config.update({k.replace("_", "."): v for k, v in settings.items()})
+    source = KafkaSource(config, [topic], batch_interval_s=interval, max_rate_per_partition=rate)
+    if ledger is not None:
+        source.attach_ledger(*ledger)
+    return source
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def ledger(redis_client: redis.Redis) -> BatchLedger:
+    return BatchLedger(redis_client, retry_seconds=5)
+
+
+def record_processed(ledger: BatchLedger, shard: Shard, until: int) -> None:
+    """The ledger records ``[0, until)`` of ``shard`` as processed by an earlier owner."""
+    ledger.commit_batch(shard, ledger.acquire_epoch(shard), 1, 0, until, StateWrites())
+
+
+def commit_group(bootstrap: str, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    """The group's offsets, as a crashed owner's transaction left them."""
+    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    committer.commit(
+        offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
     )
+    committer.close()
 
 
 def take_until(source: KafkaSource, batch_time: int, count: int) -> list[KafkaRecord]:
@@ -261,7 +298,7 @@ def test_resync_reads_on_from_the_ledgers_offset(
 
 
 def test_a_group_offset_ahead_of_the_ledger_is_replayed_exactly_to_it(
-    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+    kafka_bootstrap: str, ledger: BatchLedger, create_topic: Callable[..., str]
 ) -> None:
     """The crash window between a batch's transaction and its ledger step: the group is at 8,
     the ledger at 4. The claim replays [4, 8) as batches ending exactly at 8 and names the
@@ -271,46 +308,34 @@ def test_a_group_offset_ahead_of_the_ledger_is_replayed_exactly_to_it(
     produce(kafka_bootstrap, topic, 0, [f"a{i}" for i in range(12)])
     produce(kafka_bootstrap, topic, 1, [f"b{i}" for i in range(3)])
     group, job = f"g-{uuid.uuid4().hex}", f"replay-{uuid.uuid4().hex[:8]}"
-    committer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
-    committer.commit(
-        offsets=[TopicPartition(topic, 0, 8), TopicPartition(topic, 1, 2)], asynchronous=False
-    )
-    committer.close()
-    client = redis.Redis.from_url(redis_url)
-    try:
-        ledger = BatchLedger(client, retry_seconds=5)
-        shard = Shard(job, topic, 0)
-        ledger.commit_batch(shard, ledger.acquire_epoch(shard), 1, 0, 4, StateWrites())
+    commit_group(kafka_bootstrap, group, {(topic, 0): 8, (topic, 1): 2})
+    record_processed(ledger, Shard(job, topic, 0), 4)
+    source = new_source(kafka_bootstrap, topic, group, ledger=(ledger, job))
+    with running(source):
+        # (record, whether its batch named its partition as replaying), batch by batch
+        seen: list[tuple[KafkaRecord, bool]] = []
+        batch_ms = 1000
+        give_up = time.monotonic() + WAIT_SECONDS
+        while len(seen) < 8 + 3 and time.monotonic() < give_up:
+            source.fill(time.monotonic() + 0.5)
+            batch = source.take_batch(batch_ms)
+            replaying = source.replaying()
+            seen.extend((r, (r.topic, r.partition) in replaying) for r in batch)
+            source.on_batch_persisted(batch_ms)
+            batch_ms += 1000
 
-        source = new_source(kafka_bootstrap, topic, group)
-        source.attach_ledger(ledger, job)
-        with running(source):
-            # (record, whether its batch named its partition as replaying), batch by batch
-            seen: list[tuple[KafkaRecord, bool]] = []
-            batch_ms = 1000
-            give_up = time.monotonic() + WAIT_SECONDS
-            while len(seen) < 8 + 3 and time.monotonic() < give_up:
-                source.fill(time.monotonic() + 0.5)
-                batch = source.take_batch(batch_ms)
-                replaying = source.replaying()
-                seen.extend((r, (r.topic, r.partition) in replaying) for r in batch)
-                source.on_batch_persisted(batch_ms)
-                batch_ms += 1000
+        def offsets(partition: int, replayed: bool) -> list[int]:
+            return [r.offset for r, rep in seen if r.partition == partition and rep == replayed]
 
-            def offsets(partition: int, replayed: bool) -> list[int]:
-                return [r.offset for r, rep in seen if r.partition == partition and rep == replayed]
-
-            assert offsets(0, True) == [4, 5, 6, 7]
-            assert offsets(0, False) == [8, 9, 10, 11]
-            assert offsets(1, True) == [0, 1]
-            assert offsets(1, False) == [2]
-            assert source.replaying() == set()
-    finally:
-        client.close()
+        assert offsets(0, True) == [4, 5, 6, 7]
+        assert offsets(0, False) == [8, 9, 10, 11]
+        assert offsets(1, True) == [0, 1]
+        assert offsets(1, False) == [2]
+        assert source.replaying() == set()
 
 
 def test_a_replay_keeps_the_group_offset_at_its_end_through_a_second_crash(
-    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+    kafka_bootstrap: str, ledger: BatchLedger, create_topic: Callable[..., str]
 ) -> None:
     """Issue 9, hole 2: the group offset K is the only record of "published up to K". A replay
     of [4, 8) that persisted [4, 6) and committed 6 (its transaction, the commit after its
@@ -319,43 +344,33 @@ def test_a_replay_keeps_the_group_offset_at_its_end_through_a_second_crash(
     topic = create_topic(partitions=1)
     produce(kafka_bootstrap, topic, 0, [f"a{i}" for i in range(10)])
     group, job = f"g-{uuid.uuid4().hex}", f"replay2-{uuid.uuid4().hex[:8]}"
-    committer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
-    committer.commit(offsets=[TopicPartition(topic, 0, 8)], asynchronous=False)
-    committer.close()
-    tp = (topic, 0)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        ledger = BatchLedger(client, retry_seconds=5)
-        shard = Shard(job, topic, 0)
-        ledger.commit_batch(shard, ledger.acquire_epoch(shard), 1, 0, 4, StateWrites())
+    tp, shard = (topic, 0), Shard(job, topic, 0)
+    commit_group(kafka_bootstrap, group, {tp: 8})
+    record_processed(ledger, shard, 4)
 
-        # the first replaying owner: batches of 2 records (rate 2/s x 1 s)
-        source = new_source(kafka_bootstrap, topic, group, rate=2)
-        source.attach_ledger(ledger, job)
-        with running(source):
-            first = take_until(source, 1000, 2)
-            assert [r.offset for r in first] == [4, 5] and source.replaying() == {tp}
-            groups = source.group_offsets()
-            assert groups is not None and groups.offsets == {tp: 8}  # what its transaction sends
-            span = source.ledger_span(tp)
-            assert span is not None
-            ledger.commit_batch(shard, span.epoch, 1000, 4, 6, StateWrites())
-            source.on_batch_persisted(1000)  # the plain commit after the ledger step
-        # ... and the stop's commit: the group still says 8
-        assert committed(kafka_bootstrap, group, topic, 1) == {0: 8}
+    # the first replaying owner: batches of 2 records (rate 2/s x 1 s)
+    source = new_source(kafka_bootstrap, topic, group, rate=2, ledger=(ledger, job))
+    with running(source):
+        first = take_until(source, 1000, 2)
+        assert [r.offset for r in first] == [4, 5] and source.replaying() == {tp}
+        groups = source.group_offsets()
+        assert groups is not None and groups.offsets == {tp: 8}  # what its transaction sends
+        span = source.ledger_span(tp)
+        assert span is not None
+        ledger.commit_batch(shard, span.epoch, 1000, 4, 6, StateWrites())
+        source.on_batch_persisted(1000)  # the plain commit after the ledger step
+    # ... and the stop's commit: the group still says 8
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: 8}
 
-        # the second owner (after the "crash") replays the rest of the span, [6, 8)
-        again = new_source(kafka_bootstrap, topic, group, rate=2)
-        again.attach_ledger(ledger, job)
-        with running(again):
-            second = take_until(again, 2000, 2)
-            assert [r.offset for r in second] == [6, 7] and again.replaying() == {tp}
-    finally:
-        client.close()
+    # the second owner (after the "crash") replays the rest of the span, [6, 8)
+    again = new_source(kafka_bootstrap, topic, group, rate=2, ledger=(ledger, job))
+    with running(again):
+        second = take_until(again, 2000, 2)
+        assert [r.offset for r in second] == [6, 7] and again.replaying() == {tp}
 
 
 def test_latest_records_an_idle_partitions_position_so_a_restart_skips_nothing(
-    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+    kafka_bootstrap: str, ledger: BatchLedger, create_topic: Callable[..., str]
 ) -> None:
     """Issue 9, hole 9: with ``auto.offset.reset=latest`` an idle partition never recorded a
     position, so records produced while the job restarted were skipped by the next "latest".
@@ -364,44 +379,29 @@ def test_latest_records_an_idle_partitions_position_so_a_restart_skips_nothing(
     produce(kafka_bootstrap, topic, 0, [f"old{i}" for i in range(5)])
     group, job = f"g-{uuid.uuid4().hex}", f"latest-{uuid.uuid4().hex[:8]}"
     tp = (topic, 0)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        ledger = BatchLedger(client, retry_seconds=5)
-
-        def latest_source() -> KafkaSource:
-            source = KafkaSource(
-                {
-                    "bootstrap.servers": kafka_bootstrap,
-                    "group.id": group,
-                    "auto.offset.reset": "latest",
-                },
-                [topic],
-                batch_interval_s=1.0,
-            )
-            source.attach_ledger(ledger, job)
-            return source
-
-        first = latest_source()
-        with running(first):
-            give_up = time.monotonic() + WAIT_SECONDS
-            while first.ledger_span(tp) is None and time.monotonic() < give_up:
-                first.fill(time.monotonic() + 0.5)
-                assert first.take_batch(1000) == []
-            span = first.ledger_span(tp)
-            assert span is not None and (span.from_offset, span.next_offset) == (5, 5)
-            ledger.commit_batch(Shard(job, topic, 0), span.epoch, 1000, 5, 5, StateWrites())
-        # produced while no instance runs
-        produce(kafka_bootstrap, topic, 0, ["new0", "new1", "new2"])
-        second = latest_source()
-        with running(second):
-            records = take_until(second, 2000, 3)
-        assert [r.value for r in records] == [b"new0", b"new1", b"new2"]
-    finally:
-        client.close()
+    first = new_source(
+        kafka_bootstrap, topic, group, ledger=(ledger, job), auto_offset_reset="latest"
+    )
+    with running(first):
+        give_up = time.monotonic() + WAIT_SECONDS
+        while first.ledger_span(tp) is None and time.monotonic() < give_up:
+            first.fill(time.monotonic() + 0.5)
+            assert first.take_batch(1000) == []
+        span = first.ledger_span(tp)
+        assert span is not None and (span.from_offset, span.next_offset) == (5, 5)
+        ledger.commit_batch(Shard(job, topic, 0), span.epoch, 1000, 5, 5, StateWrites())
+    # produced while no instance runs
+    produce(kafka_bootstrap, topic, 0, ["new0", "new1", "new2"])
+    second = new_source(
+        kafka_bootstrap, topic, group, ledger=(ledger, job), auto_offset_reset="latest"
+    )
+    with running(second):
+        records = take_until(second, 2000, 3)
+    assert [r.value for r in records] == [b"new0", b"new1", b"new2"]
 
 
 def test_a_partition_fenced_by_a_late_claim_is_claimed_again_while_still_ours(
-    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+    kafka_bootstrap: str, ledger: BatchLedger, create_topic: Callable[..., str]
 ) -> None:
     """Issue 9, hole 7: a claim that finished after its member was evicted (blocked on Redis in
     its assignment callback) fenced the rightful owner, which dropped the partition until the
@@ -411,45 +411,40 @@ def test_a_partition_fenced_by_a_late_claim_is_claimed_again_while_still_ours(
     produce(kafka_bootstrap, topic, 0, [f"a{i}" for i in range(4)])
     group, job = f"g-{uuid.uuid4().hex}", f"late-{uuid.uuid4().hex[:8]}"
     tp, shard = (topic, 0), Shard(job, topic, 0)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        ledger = BatchLedger(client, retry_seconds=5)
-        source = KafkaSource(
-            {"bootstrap.servers": kafka_bootstrap, "group.id": group, "session.timeout.ms": 6000},
-            [topic],
-            batch_interval_s=1.0,
-        )
-        source.attach_ledger(ledger, job)
-        with running(source):
-            first = take_until(source, 1000, 4)
-            span = source.ledger_span(tp)
-            assert [r.offset for r in first] == [0, 1, 2, 3] and span is not None
-            ledger.commit_batch(shard, span.epoch, 1000, 0, 4, StateWrites())
-            source.on_batch_persisted(1000)
+    source = new_source(
+        kafka_bootstrap, topic, group, ledger=(ledger, job), session_timeout_ms=6000
+    )
+    with running(source):
+        first = take_until(source, 1000, 4)
+        span = source.ledger_span(tp)
+        assert [r.offset for r in first] == [0, 1, 2, 3] and span is not None
+        ledger.commit_batch(shard, span.epoch, 1000, 0, 4, StateWrites())
+        source.on_batch_persisted(1000)
 
-            ledger.acquire_epoch(shard)  # the evicted member's claim, completing late
-            produce(kafka_bootstrap, topic, 0, [f"b{i}" for i in range(3)])
-            second = take_until(source, 2000, 3)
-            span = source.ledger_span(tp)
-            assert span is not None
-            refused = ledger.commit_batch(shard, span.epoch, 2000, 4, 7, StateWrites())
-            assert refused.outcome is Outcome.FENCED
-            source.fence(tp)  # what commit_tasks does with a FENCED outcome
-            assert source.assigned_partitions == []
+        ledger.acquire_epoch(shard)  # the evicted member's claim, completing late
+        produce(kafka_bootstrap, topic, 0, [f"b{i}" for i in range(3)])
+        second = take_until(source, 2000, 3)
+        span = source.ledger_span(tp)
+        assert span is not None
+        refused = ledger.commit_batch(shard, span.epoch, 2000, 4, 7, StateWrites())
+        assert refused.outcome is Outcome.FENCED
+        source.fence(tp)  # what commit_tasks does with a FENCED outcome
+        assert source.assigned_partitions == []
 
-            # still ours in the group: claimed again, read again from the recorded offset 4
-            again = take_until(source, 3000, 3)
-            assert [r.offset for r in again] == [4, 5, 6], [r.offset for r in second]
-            span = source.ledger_span(tp)
-            assert span is not None and span.from_offset == 4
-            applied = ledger.commit_batch(shard, span.epoch, 3000, 4, 7, StateWrites())
-            assert applied.outcome is Outcome.APPLIED
-    finally:
-        client.close()
+        # still ours in the group: claimed again, read again from the recorded offset 4
+        again = take_until(source, 3000, 3)
+        assert [r.offset for r in again] == [4, 5, 6], [r.offset for r in second]
+        span = source.ledger_span(tp)
+        assert span is not None and span.from_offset == 4
+        applied = ledger.commit_batch(shard, span.epoch, 3000, 4, 7, StateWrites())
+        assert applied.outcome is Outcome.APPLIED
 
 
 def test_a_ledger_that_lost_commits_is_replayed_without_republishing(
-    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+    kafka_bootstrap: str,
+    redis_client: redis.Redis,
+    ledger: BatchLedger,
+    create_topic: Callable[..., str],
 ) -> None:
     """Issue 9, hole 4: Redis lost the ledger step of [4, 8) after its outputs were published
     (the group offset says 8). The next commit is a GAP behind us: the source goes back to 4
@@ -458,38 +453,30 @@ def test_a_ledger_that_lost_commits_is_replayed_without_republishing(
     produce(kafka_bootstrap, topic, 0, [f"a{i}" for i in range(8)])
     group, job = f"g-{uuid.uuid4().hex}", f"lost-{uuid.uuid4().hex[:8]}"
     tp, shard = (topic, 0), Shard(job, topic, 0)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        ledger = BatchLedger(client, retry_seconds=5)
-        source = new_source(kafka_bootstrap, topic, group, rate=4)
-        source.attach_ledger(ledger, job)
-        with running(source):
-            for batch_ms, (start, end) in ((1000, (0, 4)), (2000, (4, 8))):
-                assert [r.offset for r in take_until(source, batch_ms, 4)] == list(
-                    range(start, end)
-                )
-                span = source.ledger_span(tp)
-                assert span is not None
-                ledger.commit_batch(shard, span.epoch, batch_ms, start, end, StateWrites())
-                if batch_ms == 1000:
-                    saved = client.hgetall(shard.ledger_key)
-                source.on_batch_persisted(batch_ms)  # the group offset reaches 8
-            client.delete(shard.ledger_key)
-            client.hset(shard.ledger_key, mapping=saved)  # Redis lost the second commit
+    source = new_source(kafka_bootstrap, topic, group, rate=4, ledger=(ledger, job))
+    with running(source):
+        for batch_ms, (start, end) in ((1000, (0, 4)), (2000, (4, 8))):
+            assert [r.offset for r in take_until(source, batch_ms, 4)] == list(range(start, end))
+            span = source.ledger_span(tp)
+            assert span is not None
+            ledger.commit_batch(shard, span.epoch, batch_ms, start, end, StateWrites())
+            if batch_ms == 1000:
+                saved = redis_client.hgetall(shard.ledger_key)
+            source.on_batch_persisted(batch_ms)  # the group offset reaches 8
+        redis_client.delete(shard.ledger_key)
+        redis_client.hset(shard.ledger_key, mapping=saved)  # Redis lost the second commit
 
-            produce(kafka_bootstrap, topic, 0, ["b0"])
-            assert [r.offset for r in take_until(source, 3000, 1)] == [8]
-            [done] = commit_tasks(ledger, job, 3000, [tp], StateWrites(), [source])
-            assert done.result is not None and done.result.outcome is Outcome.GAP
-            replayed = take_until(source, 4000, 4)
-            assert [r.offset for r in replayed] == [4, 5, 6, 7]
-            assert source.replaying() == {tp}
-    finally:
-        client.close()
+        produce(kafka_bootstrap, topic, 0, ["b0"])
+        assert [r.offset for r in take_until(source, 3000, 1)] == [8]
+        [done] = commit_tasks(ledger, job, 3000, [tp], StateWrites(), [source])
+        assert done.result is not None and done.result.outcome is Outcome.GAP
+        replayed = take_until(source, 4000, 4)
+        assert [r.offset for r in replayed] == [4, 5, 6, 7]
+        assert source.replaying() == {tp}
 
 
 def test_input_deleted_by_retention_before_processing_is_counted_and_skipped_loudly(
-    kafka_bootstrap: str, redis_url: str, create_topic: Callable[..., str]
+    kafka_bootstrap: str, ledger: BatchLedger, create_topic: Callable[..., str]
 ) -> None:
     """Issue 9: where exactness is impossible it is never silent. The ledger records [0, 4) as
     processed; then retention (here deleteRecords, which moves the log start as retention
@@ -506,39 +493,26 @@ def test_input_deleted_by_retention_before_processing_is_counted_and_skipped_lou
     for future in admin.delete_records([TopicPartition(topic, 0, 10)]).values():
         future.result(timeout=30)
     group, job = f"g-{uuid.uuid4().hex}", f"retention-{uuid.uuid4().hex[:8]}"
-    tp = (topic, 0)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        ledger = BatchLedger(client, retry_seconds=5)
-        shard = Shard(job, topic, 0)
-        ledger.commit_batch(shard, ledger.acquire_epoch(shard), 1, 0, 4, StateWrites())
+    tp, shard = (topic, 0), Shard(job, topic, 0)
+    record_processed(ledger, shard, 4)
 
-        source = KafkaSource(
-            {
-                "bootstrap.servers": kafka_bootstrap,
-                "group.id": group,
-                "auto.offset.reset": "latest",
-            },
-            [topic],
-            batch_interval_s=1.0,
-        )
-        source.attach_ledger(ledger, job)
-        with running(source):
-            records: list[KafkaRecord] = []
-            outcomes = []
-            batch_ms = 1000
-            give_up = time.monotonic() + WAIT_SECONDS
-            while len(records) < 4 and time.monotonic() < give_up:
-                source.fill(time.monotonic() + 0.5)
-                records.extend(source.take_batch(batch_ms))
-                [done] = commit_tasks(ledger, job, batch_ms, [tp], StateWrites(), [source])
-                outcomes.append(None if done.result is None else done.result.outcome)
-                source.on_batch_persisted(batch_ms)
-                batch_ms += 1000
-            assert [r.offset for r in records] == [10, 11, 12, 13]
-            assert source.offsets_lost == {tp: 6}
-            assert set(outcomes) == {Outcome.APPLIED}, outcomes
-            position = ledger.read_position(shard)
-            assert position is not None and position.next_offset == 14
-    finally:
-        client.close()
+    source = new_source(
+        kafka_bootstrap, topic, group, ledger=(ledger, job), auto_offset_reset="latest"
+    )
+    with running(source):
+        records: list[KafkaRecord] = []
+        outcomes = []
+        batch_ms = 1000
+        give_up = time.monotonic() + WAIT_SECONDS
+        while len(records) < 4 and time.monotonic() < give_up:
+            source.fill(time.monotonic() + 0.5)
+            records.extend(source.take_batch(batch_ms))
+            [done] = commit_tasks(ledger, job, batch_ms, [tp], StateWrites(), [source])
+            outcomes.append(None if done.result is None else done.result.outcome)
+            source.on_batch_persisted(batch_ms)
+            batch_ms += 1000
+        assert [r.offset for r in records] == [10, 11, 12, 13]
+        assert source.offsets_lost == {tp: 6}
+        assert set(outcomes) == {Outcome.APPLIED}, outcomes
+        position = ledger.read_position(shard)
+        assert position is not None and position.next_offset == 14

@@ -13,7 +13,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,15 @@ JOB_FORMS = {
     "setup": KEYED_COUNTER.with_name("keyed_counter_setup.py"),
     "main": KEYED_COUNTER.with_name("keyed_counter_main.py"),
 }
+
+
+def every_form(first: int = 0) -> tuple[Path, ...]:
+    """The three forms, one per instance in turn starting with the ``first``-th: a fleet of
+    them puts every form under the same faults in one run (they build the same graph, so they
+    share state and offsets as replicas of one job do)."""
+    forms = [JOB_FORMS[f] for f in ("script", "setup", "main")]
+    first %= len(forms)
+    return (*forms[first:], *forms[:first])
 
 
 @dataclass
@@ -128,7 +137,10 @@ class Instance:
 
 
 class Fleet:
-    """Instances of ``job`` sharing one job name and consumer group (replicas of one service)."""
+    """Instances of ``job`` sharing one job name and consumer group (replicas of one service).
+
+    ``job``: one job file, or several that instances take in turn (``every_form``).
+    """
 
     def __init__(
         self,
@@ -139,14 +151,15 @@ class Fleet:
         redis_url: str,
         job_name: str,
         batch_interval_s: float = 0.3,
-        job: Path = KEYED_COUNTER,
+        job: Path | Sequence[Path] = KEYED_COUNTER,
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         self.job_name = job_name
         self.group_id = f"dstreams-{job_name}"
-        self.argv = [sys.executable, "-m", "service", "run", str(job), *job_args]
+        self.jobs = [job] if isinstance(job, Path) else list(job)
+        self.job_args = job_args
         base = {k: v for k, v in os.environ.items() if not k.startswith("DSTREAMS_")}
         self.env = {
             **base,
@@ -166,7 +179,9 @@ class Fleet:
         # a stable id per replica, as a StatefulSet's pod name: a restarted instance's producer
         # aborts the transaction its predecessor left open at once (service/sinks/kafka.py)
         env = {**self.env, "DSTREAMS_INSTANCE_ID": f"{self.job_name}-{index}"}
-        instance = Instance(index, self.log_dir, self.argv, env)
+        job = self.jobs[index % len(self.jobs)]
+        argv = [sys.executable, "-m", "service", "run", str(job), *self.job_args]
+        instance = Instance(index, self.log_dir, argv, env)
         self.instances.append(instance)
         instance.start(extra_env)
         return instance

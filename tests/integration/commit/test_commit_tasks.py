@@ -11,7 +11,7 @@ import redis
 
 from service.commit.batch import commit_tasks
 from service.commit.ledger import BatchLedger, Outcome, Shard
-from service.sources.kafka import LedgerSpan
+from service.commit.ownership import LedgerSpan
 from service.state.base import StateWrites
 
 Task = tuple[str, int]

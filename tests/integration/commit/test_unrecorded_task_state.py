@@ -17,8 +17,8 @@ import redis
 
 from service.commit.batch import SpanSource
 from service.commit.ledger import BatchLedger, Shard
+from service.commit.ownership import LedgerSpan
 from service.runtime.clock import ManualClock
-from service.sources.kafka import LedgerSpan
 from service.state.redis_store import RedisStateStore
 from service.streaming import StreamingContext
 from service.streaming.testing import run_batches

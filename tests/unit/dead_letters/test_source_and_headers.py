@@ -61,6 +61,35 @@ def test_a_rewound_partition_is_taken_again_from_the_same_offset() -> None:
     assert span is not None and (span.from_offset, span.next_offset) == (5, 9)
 
 
+@pytest.mark.parametrize("retried", [[10, 11], [10]], ids=["whole", "failing-one-dropped"])
+def test_a_record_rejected_at_take_stays_covered_when_isolation_hands_the_partition_back(
+    retried: list[int],
+) -> None:
+    """Issue 9, hole 9c: offset 12 is undecodable (dead-lettered as the batch is taken) and
+    the job fails on offset 11, so failure isolation hands the partition back with the
+    records to retry (all of them, or all but the one dead-lettered after its last attempt).
+    The rejected record is not among them; it must not be lost for all that: its letter is
+    sent once, never again, and the spans that follow cover its offset with no gap."""
+    queue = RecordingQueue()
+    records = [KafkaRecord("t", 0, o, None, v) for o, v in ((10, b"1"), (11, b"0"), (12, b"x"))]
+    source = source_with(records, queue)
+    tp = ("t", 0)
+    assert source.take_tasks(1000) == [(tp, [1, 0])]
+    assert queue.offsets() == [(0, 12)]
+    kept = [r for r in source.raw_records(tp) if r.offset in retried]
+    source.rewind_partition(tp, 1000, kept)  # what isolation does with the failing task
+    assert source.ledger_span(tp) is None
+
+    assert source.take_tasks(2000) == [(tp, [int(r.value or b"") for r in kept])]
+    span = source.ledger_span(tp)
+    assert span is not None and (span.from_offset, span.next_offset) == (10, retried[-1] + 1)
+    source._buffers.add(KafkaRecord("t", 0, 13, None, b"3"))
+    assert source.take_tasks(3000) == [(tp, [3])]
+    after = source.ledger_span(tp)
+    assert after is not None and (after.from_offset, after.next_offset) == (span.next_offset, 14)
+    assert queue.offsets() == [(0, 12)]  # sent once, not lost with the handed-back batch
+
+
 def test_headers_name_origin_error_attempts_and_job() -> None:
     record = KafkaRecord("orders", 3, 42, b"k", b"v")
     try:

@@ -255,8 +255,16 @@ class OutputTransaction:
         producer.flush(self._flush_timeout_s)
 
     # -- writing -----------------------------------------------------------------------------
-    def produce(self, topic: str, key: Payload, value: Payload, headers: Headers) -> None:
-        """One record of the batch; the transaction begins with the batch's first one."""
+    def produce(
+        self,
+        topic: str,
+        key: Payload,
+        value: Payload,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> None:
+        """One record of the batch; the transaction begins with the batch's first one.
+        ``partition`` None: the producer's partitioner chooses."""
         producer = self._require_producer()
         if not self._in_transaction:
             producer.begin_transaction()
@@ -271,9 +279,19 @@ class OutputTransaction:
 
         while True:
             try:
-                producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=delivered
-                )
+                if partition is None:
+                    producer.produce(
+                        topic, value=value, key=key, headers=headers, on_delivery=delivered
+                    )
+                else:
+                    producer.produce(
+                        topic,
+                        value=value,
+                        key=key,
+                        headers=headers,
+                        partition=partition,
+                        on_delivery=delivered,
+                    )
                 return
             except BufferError:
                 # the local queue is full: let deliveries drain it, then retry this record

@@ -73,6 +73,8 @@ class KafkaRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None
+    # only when the source keeps them (``keep_headers``)
+    headers: tuple[tuple[str, bytes | None], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +213,7 @@ class KafkaSource:
         from_offsets: Mapping[TopicPartitionKey, int] | None = None,
         convert: Callable[[KafkaRecord], Any] | None = None,
         dead_letters: DeadLetterQueue | None = None,
+        keep_headers: bool = False,
     ) -> None:
         if not topics and not from_offsets:
             raise ValueError("KafkaSource needs at least one topic or a fromOffsets mapping")
@@ -219,6 +222,7 @@ class KafkaSource:
         self._from_offsets = dict(from_offsets or {})
         self._convert = convert
         self.dead_letters = dead_letters
+        self._keep_headers = keep_headers
         # the raw records behind each partition's elements in the batch taken last, same order
         self._last_raw: dict[TopicPartitionKey, list[KafkaRecord]] = {}
         # the batch taken last and its records per partition, for ``rewind``
@@ -375,6 +379,15 @@ class KafkaSource:
         outputs. Raises when the offsets cannot be read."""
         consumer = self._require_consumer()
         self._owner.find_published(ConsumerLog(consumer), self._assigned)
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._topics)
+
+    @property
+    def consumer_config(self) -> dict[str, Any]:
+        """The librdkafka settings of the consumer (for clients that reach the same cluster)."""
+        return dict(self._config)
 
     @property
     def cap(self) -> int | None:
@@ -670,6 +683,9 @@ class KafkaSource:
         if topic is None or partition is None or offset is None:
             return None
         _, timestamp = message.timestamp()
+        headers = None
+        if self._keep_headers:
+            headers = tuple((str(h[0]), _header_bytes(h[1])) for h in message.headers() or ())
         return KafkaRecord(
             topic,
             partition,
@@ -677,6 +693,7 @@ class KafkaSource:
             message.key(),
             message.value(),
             timestamp if timestamp >= 0 else None,
+            headers,
         )
 
     def _commit(self, tps: list[TopicPartitionKey]) -> None:
@@ -770,6 +787,10 @@ def consumer_settings(params: Mapping[str, Any]) -> dict[str, Any]:
         # only partitions that really move are revoked, so a rebalance does not stall every one
         config.setdefault("partition.assignment.strategy", "cooperative-sticky")
     return config
+
+
+def _header_bytes(value: Any) -> bytes | None:
+    return value if value is None or isinstance(value, bytes) else str(value).encode()
 
 
 def _resets_to_end(config: Mapping[str, Any]) -> bool:

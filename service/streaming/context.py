@@ -291,6 +291,7 @@ class StreamingContext:
             raise ValueError("No output operations registered, so nothing to execute")
         StreamingContext._startingContext = self
         try:
+            self._plan_shuffles()
             self._next_batch_ms = self._while_unavailable("Redis", self._restore)
             protocol = self._commit
             protocol.participants = bind_outputs(
@@ -309,6 +310,20 @@ class StreamingContext:
             if StreamingContext._startingContext is self:
                 StreamingContext._startingContext = None
         self._notify("onStreamingStarted", StreamingStartedEvent(self._clock.now_ms()))
+
+    def _plan_shuffles(self) -> None:
+        """Keyed shuffles of a Kafka job through repartition topics, or a warning that they
+        group within each input partition (``DSTREAMS_SHUFFLE``; service/streaming/shuffle.py)."""
+        if not self._offers_tasks():
+            return
+        from service.config import settings
+        from service.streaming import shuffle
+
+        if settings().shuffle != "kafka":
+            shuffle.warn_partition_scoped(self)
+            return
+        admin = shuffle.admin_for(self)
+        self._while_unavailable("Kafka", lambda: shuffle.plan(self, admin))
 
     def _while_unavailable(self, dependency: str, step: Callable[[], _T]) -> _T:
         """``step()``, taken again after a growing pause while ``dependency`` is unavailable."""

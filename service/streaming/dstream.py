@@ -126,6 +126,12 @@ class DStream:
         self._forced = False
         self.is_cached = False
         self.is_checkpointed = False
+        # which stage of the job computes it: 0 from the inputs, one more past each shuffle
+        # through Kafka (service/streaming/shuffle.py); its batch times are that stage's
+        self._stage: int = max((p._stage for p in parents), default=0)
+        # its records of one key are all in one partition (task): a keyed shuffle needs no
+        # repartitioning (Kafka keys, a shuffle's output, anything key-preserving after them)
+        self._keyed = False
         self._id = ssc._graph.register(self)
 
     # -- engine ------------------------------------------------------------------------------
@@ -243,6 +249,12 @@ class DStream:
         """``func(rdd)`` or ``func(time, rdd)``; returning None yields no batch at that time."""
         return _TransformedDStream(self, with_time(func, 1, "func"))
 
+    def _narrow(self, func: Callable[[BatchRDD], BatchRDD], keeps_keys: bool) -> DStream:
+        """A partition-wise step; ``keeps_keys``: each record keeps its key (and partition)."""
+        stream = _TransformedDStream(self, lambda t, rdd: func(rdd))
+        stream._keyed = keeps_keys and self._keyed
+        return stream
+
     def transformWith(
         self, func: Callable[..., Any], other: DStream, keepSerializer: bool = False
     ) -> DStream:
@@ -295,7 +307,10 @@ class DStream:
     def mapPartitionsWithIndex(
         self, f: Callable[[int, Iterator[Any]], Iterable[Any]], preservesPartitioning: bool = False
     ) -> DStream:
-        return self.transform(lambda rdd: rdd.mapPartitionsWithIndex(f, preservesPartitioning))
+        return self._narrow(
+            lambda rdd: rdd.mapPartitionsWithIndex(f, preservesPartitioning),
+            preservesPartitioning,
+        )
 
     def mapPartitions(
         self, f: Callable[[Iterator[Any]], Iterable[Any]], preservesPartitioning: bool = False
@@ -347,23 +362,27 @@ class DStream:
         numPartitions: int | None = None,
     ) -> DStream:
         n = self._partitions(numPartitions)
-        return self.transform(
-            lambda rdd: rdd.combineByKey(createCombiner, mergeValue, mergeCombiners, n)
+        return _ShuffledDStream(
+            self,
+            lambda rdd: rdd.combineByKey(createCombiner, mergeValue, mergeCombiners, n),
+            numPartitions,
         )
 
     def reduceByKey(
         self, func: Callable[[Any, Any], Any], numPartitions: int | None = None
     ) -> DStream:
-        return self.combineByKey(lambda x: x, func, func, self._partitions(numPartitions))
+        return self.combineByKey(lambda x: x, func, func, numPartitions)
 
     def partitionBy(
         self, numPartitions: int, partitionFunc: Callable[[Any], int] = portable_hash
     ) -> DStream:
-        return self.transform(lambda rdd: rdd.partitionBy(numPartitions, partitionFunc))
+        return _ShuffledDStream(
+            self, lambda rdd: rdd.partitionBy(numPartitions, partitionFunc), numPartitions
+        )
 
     def groupByKey(self, numPartitions: int | None = None) -> DStream:
         n = self._partitions(numPartitions)
-        return self.transform(lambda rdd: rdd.groupByKey(n))
+        return _ShuffledDStream(self, lambda rdd: rdd.groupByKey(n), numPartitions)
 
     def repartition(self, numPartitions: int) -> DStream:
         return self.transform(lambda rdd: rdd.repartition(numPartitions))
@@ -493,7 +512,7 @@ class DStream:
         """``op`` names the operator the user called, for errors under Kafka inputs."""
         self._validate_window_param(windowDuration, slideDuration)
         n = self._partitions(numPartitions)
-        reduced = self.reduceByKey(func, n)
+        reduced = self.reduceByKey(func, numPartitions)
         slide = self._slide_ms if slideDuration is None else duration_ms(slideDuration)
         if invFunc:
             return _ReducedWindowedDStream(
@@ -568,6 +587,11 @@ class InputDStream(DStream):
         taken = self._taken.pop(bt.ms, None)
         return None if taken is None else BatchRDD(taken[0], self._ctx, taken[1])
 
+    def released_times(self) -> list[int]:
+        """The batch times a later stage's input released in the batch taken last (none for
+        the job's own inputs, which run at the batch's time)."""
+        return []
+
     def _end_batch(self, t: int) -> None:
         for old in [x for x in self._taken if x <= t]:
             del self._taken[old]
@@ -586,6 +610,20 @@ class _TransformedDStream(DStream):
         if rdd is None:
             return None
         return _as_batch(self._func(bt.dt, rdd))
+
+
+class _ShuffledDStream(_TransformedDStream):
+    """A keyed shuffle (combineByKey, groupByKey, partitionBy and what builds on them): where its
+    parent is not partitioned by key, a job with ``DSTREAMS_SHUFFLE=kafka`` routes the parent's
+    pairs through a repartition topic first (service/streaming/shuffle.py). ``partitions``: the
+    ``numPartitions`` the job gave (None: the input's partition count)."""
+
+    def __init__(
+        self, prev: DStream, func: Callable[[BatchRDD], BatchRDD], partitions: int | None
+    ) -> None:
+        super().__init__(prev, lambda t, rdd: func(rdd))
+        self.partitions = partitions
+        self._keyed = True
 
 
 class _Transformed2DStream(DStream):
@@ -812,6 +850,7 @@ class _WindowedDStream(DStream):
         super().__init__(parent._ssc, [parent], slide_ms)
         self._window_ms = window_ms
         self._log = parent._keep_slices(window_ms + slide_ms, keyed, op)
+        self._keyed = parent._keyed
 
     def _compute(self, bt: BatchTime) -> BatchRDD | None:
         parent = self._parents[0]
@@ -935,6 +974,7 @@ class _ReducedWindowedDStream(DStream):
         op: str = "reduceByKeyAndWindow",
     ) -> None:
         super().__init__(reduced._ssc, [reduced], slide_ms)
+        self._keyed = reduced._keyed
         self._func = func
         self._inv = invFunc
         self._filter = filterFunc
@@ -1052,6 +1092,7 @@ class _StateDStream(DStream):
         self._state = _KeyedState(self, partitions)
         self._task_state: dict[Task, _KeyedState] = {}
         self._forced = True
+        self._keyed = True
 
     def _restore(self, last_ms: int | None, meta: dict[str, int]) -> None:
         super()._restore(last_ms, meta)

@@ -143,9 +143,10 @@ class DStreamGraph:
             for error in self._isolation.run(bt):
                 record(error)
         else:
-            self._compute_and_output(bt, record)
-        for stream in self.streams:
+            self._compute_and_output(bt, record, 0)
+        for stream in self.stage_streams(0):
             stream._end_batch(bt.ms)
+        self._run_later_stages(record)
         if self.task_scoped:
             # per task, with the task's other keys: no batch writes a job-scoped key
             for task in self.batch_tasks:
@@ -154,15 +155,66 @@ class DStreamGraph:
             job.set_meta("last_batch_ms", bt.ms)
         return errors
 
-    def _compute_and_output(self, bt: BatchTime, record: Callable[[BaseException], None]) -> None:
+    def stage_streams(self, stage: int) -> list[DStream]:
+        """The streams stage ``stage`` computes (every stream, when nothing is shuffled)."""
+        return [s for s in self.streams if s._stage == stage]
+
+    def stage_outputs(self, stage: int) -> list[_OutputOp]:
+        return [op for op in self.outputs if op.parent._stage == stage]
+
+    def _run_later_stages(self, record: Callable[[BaseException], None]) -> None:
+        """Past a shuffle through Kafka, a stage runs the upstream batches its inputs released
+        (service/streaming/shuffle.py), each at its own batch time and in order: what upstream
+        batch t produced meets in downstream batch t, as in Spark."""
+        from service.streaming.dstream import BatchTime
+
+        for stage in sorted({s._stage for s in self.streams} - {0}):
+            inputs = [i for i in self.inputs if i._stage == stage]
+            for t in sorted({t for i in inputs for t in i.released_times()}):
+                ready = {id(i) for i in inputs if t in i.released_times()}
+                # a stream of another shuffle topic has not released t (yet): not run at t
+                streams = [s for s in self.stage_streams(stage) if self._fed_by(s) <= ready]
+                at = BatchTime.at(t)
+                self._compute_and_output(at, record, stage, streams)
+                for stream in streams:
+                    stream._end_batch(t)
+                    # a later batch of this instance may run time t again for other tasks
+                    stream._generated.pop(t, None)
+
+    def _fed_by(self, stream: DStream) -> set[int]:
+        """The inputs of later stages ``stream``'s batches come from (their ids)."""
+        found: set[int] = set()
+        todo, seen = [stream], set()
+        while todo:
+            s = todo.pop()
+            if id(s) in seen:
+                continue
+            seen.add(id(s))
+            if not s._parents and s._stage > 0:
+                found.add(id(s))
+            todo.extend(s._parents)
+        return found
+
+    def _compute_and_output(
+        self,
+        bt: BatchTime,
+        record: Callable[[BaseException], None],
+        stage: int,
+        streams: list[DStream] | None = None,
+    ) -> None:
+        """``streams``: those of the stage to run (default: all of them), and their outputs."""
+        chosen = self.stage_streams(stage) if streams is None else streams
         # Stateful streams and window parents advance every batch, needed by an output or not.
-        for stream in self.streams:
+        for stream in chosen:
             if stream._forced and stream._is_valid(bt.ms):
                 try:
                     stream._get_or_compute(bt)
                 except Exception as exc:
                     record(exc)
-        for op in self.outputs:
+        ids = {id(s) for s in chosen}
+        for op in self.stage_outputs(stage):
+            if id(op.parent) not in ids:
+                continue
             try:
                 op.run(bt)
             except Exception as exc:

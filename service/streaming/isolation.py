@@ -308,10 +308,10 @@ class BatchIsolation:
                     new_tasks.append(task)
             inp._taken[bt.ms] = (new_parts, new_tasks)
         try:
-            for stream in graph.streams:
+            for stream in graph.stage_streams(0):
                 if stream._forced and stream._is_valid(bt.ms):
                     stream._get_or_compute(bt)
-            for op in graph.outputs:
+            for op in graph.stage_outputs(0):
                 op.parent._get_or_compute(bt)
         except Exception as exc:
             if is_outage(exc):
@@ -328,7 +328,7 @@ class BatchIsolation:
         not repeated in this batch. Every record of the batch gets an attempt, and the whole
         batch is rewound; ``RetryBatch`` tells the context to commit nothing of it.
         """
-        for op in self.graph.outputs:
+        for op in self.graph.stage_outputs(0):
             try:
                 op.run(self._bt)
             except Exception as exc:

@@ -339,3 +339,39 @@ def test_windowed_wordcount_adds_and_subtracts_batches_of_its_window(
         p.wait_for(emptied, "the window after the lines left it")
         assert all(not nonzero(b) or b.keys() <= zero.keys() for b in p.batches())
         assert p.terminate() == 0, p.output()
+
+
+def test_kafka_wordcount_shuffles_through_kafka_across_partitions_and_instances(
+    job_env: dict[str, str],
+    kafka_bootstrap: str,
+    redis_url: str,
+    create_topic: Callable[..., str],
+) -> None:
+    """Issue 10's new-user run: lines on an unkeyed 3-partition topic, two instances. Grouped
+    within each input partition, a word's count was split over the partitions (0 of 40 words
+    right); shuffled through a repartition topic, every word's final count is right."""
+    from confluent_kafka import Producer
+
+    in_topic = create_topic(partitions=3)
+    out_topic = create_topic(partitions=1)
+    vocabulary = [f"w{i}" for i in range(40)]
+    lines = [" ".join(vocabulary[(i * 7 + j) % 40] for j in range(5)) for i in range(120)]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i, line in enumerate(lines):
+        producer.produce(in_topic, value=line.encode(), partition=i % 3)  # no key
+    assert producer.flush(30) == 0
+    expected = word_counts(lines)
+
+    env = {**job_env, "DSTREAMS_SHUFFLE": "kafka"}
+    args = ["examples/kafka_wordcount.py", in_topic, out_topic]
+    want = {w: str(c) for w, c in expected.items()}
+    with job(args, env) as first, job(args, env) as second:
+        give_up = time.monotonic() + 3 * WAIT_SECONDS
+        seen: dict[str, str] = {}
+        while time.monotonic() < give_up and seen != want:
+            time.sleep(1.0)
+            seen = read_topic(kafka_bootstrap, out_topic)
+        assert seen == want, f"{first.output()}\n=== second ===\n{second.output()}"
+        assert redis_state(redis_url, job_env["DSTREAMS_JOB_NAME"]) == dict(expected)
+        assert first.terminate() == 0, first.output()
+        assert second.terminate() == 0, second.output()

@@ -95,6 +95,7 @@ entries of one name are ambiguous to kubectl and server-side apply.
 {{- $env = append $env (dict "name" "DSTREAMS_REDIS_WAIT_REPLICAS" "value" (include "kafka-dstreams.number" $v.redis.waitReplicas)) -}}
 {{- $env = append $env (dict "name" "DSTREAMS_REDIS_WAIT_AOF" "value" (toString $v.redis.waitAof)) -}}
 {{- $env = append $env (dict "name" "DSTREAMS_REDIS_WAIT_TIMEOUT_MS" "value" (include "kafka-dstreams.number" $v.redis.waitTimeoutMs)) -}}
+{{- $env = append $env (dict "name" "DSTREAMS_SHUFFLE" "value" $v.shuffle) -}}
 {{- $env = append $env (dict "name" "DSTREAMS_SHUTDOWN_GRACE_SECONDS" "value" (include "kafka-dstreams.number" $v.shutdownGraceSeconds)) -}}
 {{- $env = append $env (dict "name" "PYTHONUNBUFFERED" "value" "1") -}}
 {{- $env = append $env (dict "name" "PYTHONDONTWRITEBYTECODE" "value" "1") -}}

@@ -1,0 +1,363 @@
+"""Keyed shuffles across instances: the engine's side of ``service.shuffle``.
+
+With ``DSTREAMS_SHUFFLE=kafka``, ``plan`` rewrites the graph at start: a keyed shuffle (a
+``_ShuffledDStream`` or ``updateStateByKey``) whose parent is not partitioned by key gets
+
+- a ``RepartitionSink`` on the parent: each ``(key, value)`` pair goes to the partition of
+  ``<job>-repartition-<n>`` its key hashes to (murmur2), in the batch's one transaction with
+  the input offsets, and every upstream task of the batch then marks every partition "through
+  this batch";
+- a ``ShuffleInputDStream`` in its place: a ``KafkaSource`` on that topic (its own consumer
+  group, read_committed), whose partitions are the downstream tasks, with their state and
+  positions in the ledger as any Kafka input's. Per task, ``BatchAligner`` releases each
+  upstream batch once every upstream task is through it; the alignment state is written with
+  the task's ledger commit.
+
+The downstream stage then runs the released batches at their own batch times
+(``DStreamGraph._run_later_stages``), so its per-batch results equal Spark's. Without the
+setting a Kafka job groups within each input partition, and says so at start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka.admin import AdminClient
+
+from service.commit.batch import GroupOffsets
+from service.shuffle.alignment import AlignmentState, BatchAligner, ShuffleRecord
+from service.shuffle.codec import (
+    data_record,
+    decode,
+    decode_state,
+    encode_state,
+    marker_record,
+    partition_for,
+)
+from service.shuffle.topics import ensure_topic, repartition_topic
+from service.sinks.kafka import KafkaSink
+from service.sources.kafka import KafkaRecord, KafkaSource
+from service.streaming.dstream import (
+    BatchTime,
+    DStream,
+    InputDStream,
+    _OutputOp,
+    _ShuffledDStream,
+    _StateDStream,
+)
+from service.streaming.rdd import BatchRDD, Task
+
+if TYPE_CHECKING:
+    from service.streaming.context import StreamingContext
+
+log = logging.getLogger(__name__)
+
+_ALIGN_FIELD = b"state"
+# the settings that say which cluster a client reaches, and how
+_CLUSTER_KEYS = ("bootstrap.servers", "security.", "sasl.", "ssl.", "client.id")
+_ADMIN_TIMEOUT_S = 30.0
+
+
+class ShuffleInputDStream(InputDStream):
+    """The downstream side of one shuffle: released upstream batches, one partition per task."""
+
+    def __init__(
+        self, ssc: StreamingContext, source: KafkaSource, aligner: BatchAligner, stage: int
+    ) -> None:
+        super().__init__(ssc, source)
+        self.aligner = aligner
+        self._stage = stage
+        self._keyed = True
+        # batch time -> (payloads, task) per task that released it, in the batch taken last
+        self._released: dict[int, list[tuple[list[Any], Task]]] = {}
+
+    def _take(self, t: int) -> int:
+        source = self.source
+        assert isinstance(source, KafkaSource)
+        job = self._job
+        self._released = {}
+        entries = source.take_tasks(t)
+        self.last_tasks = [task for task, _ in entries]
+        records = 0
+        for task, shuffled in entries:
+            name = job.shard(task).key("shuffle", "align")
+            state = decode_state(job.store.load_map(name).get(_ALIGN_FIELD))
+            release = self.aligner.align(state, shuffled)
+            if release.state != state:
+                job.writes.set(name, _ALIGN_FIELD, encode_state(release.state))
+            if release.late:
+                log.warning(
+                    "shuffle task %s: %d records of batches already released, processed with "
+                    "batch %d ms",
+                    task,
+                    release.late,
+                    release.batches[0][0],
+                )
+            for batch_ms, payloads in release.batches:
+                self._released.setdefault(batch_ms, []).append((payloads, task))
+                records += len(payloads)
+        return records
+
+    def released_times(self) -> list[int]:
+        return sorted(self._released)
+
+    def _compute(self, bt: BatchTime) -> BatchRDD | None:
+        parts = self._released.get(bt.ms)
+        if parts is None:
+            return None
+        return BatchRDD([p for p, _ in parts], self._ctx, [task for _, task in parts])
+
+    def alignment(self, task: Task) -> AlignmentState:
+        """The task's alignment state as committed (for tests and inspection)."""
+        name = self._job.shard(task).key("shuffle", "align")
+        return decode_state(self._job.store.load_map(name).get(_ALIGN_FIELD))
+
+
+class RepartitionSink(KafkaSink):
+    """The upstream side of one shuffle: pairs to their key's partition, then the markers.
+
+    A ``KafkaSink`` so that it writes in the batch's shared transaction and skips what a replay
+    already published. Markers are written at ``precommit``, after every pair of the batch.
+    """
+
+    def __init__(
+        self,
+        template: KafkaSource,
+        topic: str,
+        partitions: int,
+        tag: int,
+        upstream_of_batch: Callable[[], list[Task]],
+    ) -> None:
+        shared = {k: v for k, v in template.consumer_config.items() if k.startswith(_CLUSTER_KEYS)}
+        super().__init__(str(shared.pop("bootstrap.servers")), topic, producer_config=shared)
+        self.partitions = partitions
+        self.tag = tag
+        self._upstream_of_batch = upstream_of_batch
+
+    def __call__(self, rdd: Any) -> None:
+        transaction = self._transaction
+        if transaction is None:
+            raise RuntimeError("a shuffle through Kafka needs the job's batch transaction")
+        batch_ms = self._batch_ms
+        assert batch_ms is not None
+        owned = self._upstream_of_batch()
+        for task, part in zip(rdd.tasks, rdd.partitions, strict=True):
+            # a mixed partition (e.g. a global aggregation's pairs) is written on behalf of a
+            # task of this batch: its marker follows in the same transaction all the same
+            origin = task if task is not None else (owned[0] if owned else None)
+            if origin is None or origin in self._skipped:
+                continue
+            for pair in part:
+                if not (isinstance(pair, tuple) and len(pair) == 2):
+                    raise TypeError(
+                        f"a keyed shuffle needs (key, value) pairs, got {type(pair).__name__}"
+                    )
+                key, value, headers = data_record(pair[0], (self.tag, pair), batch_ms, origin)
+                partition = partition_for(pair[0], self.partitions)
+                transaction.produce(self.topic, key, value, headers, partition)
+
+    def precommit(self, batch_ms: int, groups: Sequence[GroupOffsets]) -> None:
+        transaction = self._transaction
+        if transaction is None:
+            return
+        for origin in self._upstream_of_batch():
+            if origin in self._skipped:
+                continue  # the crashed owner marked this batch's records as it published them
+            headers = marker_record(batch_ms, origin)
+            for partition in range(self.partitions):
+                transaction.produce(self.topic, None, None, headers, partition)
+        super().precommit(batch_ms, groups)
+
+
+def _decode(record: KafkaRecord) -> ShuffleRecord:
+    return decode(record.value, record.headers or ())
+
+
+def _kafka_inputs(stream: DStream) -> list[InputDStream]:
+    """The inputs a stream's batches come from."""
+    seen: dict[int, DStream] = {}
+    todo = [stream]
+    while todo:
+        s = todo.pop()
+        if s._id in seen:
+            continue
+        seen[s._id] = s
+        todo.extend(s._parents)
+    return [s for s in seen.values() if isinstance(s, InputDStream)]
+
+
+def _partitions_of(admin: AdminClient, topics: Sequence[str]) -> list[Task]:
+    metadata = admin.list_topics(timeout=_ADMIN_TIMEOUT_S)
+    tasks: list[Task] = []
+    for topic in topics:
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise ValueError(f"input topic {topic!r} not found: a shuffle needs its partitions")
+        tasks.extend((topic, p) for p in sorted(found.partitions))
+    return tasks
+
+
+def needs_shuffle(stream: DStream) -> bool:
+    """A keyed shuffle whose parent's records of one key may be in several partitions."""
+    if not isinstance(stream, _ShuffledDStream | _StateDStream):
+        return False
+    return not stream._parents[0]._keyed
+
+
+def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
+    """Route every shuffle that needs it through a repartition topic; the topics' names.
+
+    Runs at start, before the graph is fixed. Raises (before anything is changed) for what is
+    not built yet: a shuffle past a shuffle, a shuffle of a non-Kafka input.
+    """
+    graph = ssc._graph
+    wanted = [s for s in list(graph.streams) if needs_shuffle(s)]
+    steps: list[tuple[DStream, list[KafkaSource], list[Task]]] = []
+    for stream in wanted:
+        parent = stream._parents[0]
+        inputs = _kafka_inputs(parent)
+        sources = [i.source for i in inputs if isinstance(i.source, KafkaSource)]
+        if parent._stage > 0:
+            raise NotImplementedError(
+                f"{type(stream).__name__}: a second shuffle through Kafka after a first is not "
+                "built yet (issue 10); key the stream once, or run with DSTREAMS_SHUFFLE=partition"
+            )
+        if not sources or len(sources) != len(inputs):
+            raise ValueError("a shuffle through Kafka needs Kafka inputs only")
+        inputs_topics = sorted({t for s in sources for t in s.topics})
+        steps.append((stream, sources, _partitions_of(admin, inputs_topics)))
+
+    # All shuffles into one partition count share a topic, each parent's pairs tagged: they
+    # are co-partitioned and released together, so a join of their results meets within each
+    # task at each batch time. Every topic exists before the graph changes: a retry after an
+    # outage plans afresh.
+    groups: dict[int, list[tuple[DStream, list[KafkaSource], list[Task]]]] = {}
+    for stream, sources, upstream in steps:
+        declared = stream.partitions if isinstance(stream, _ShuffledDStream) else None
+        partitions = declared if declared is not None else len(upstream)
+        groups.setdefault(partitions, []).append((stream, sources, upstream))
+    topic_of = {n: repartition_topic(ssc.jobName, index) for index, n in enumerate(groups)}
+    for partitions, topic in topic_of.items():
+        ensure_topic(admin, topic, partitions)
+
+    for index, (partitions, members) in enumerate(groups.items()):
+        topic = topic_of[partitions]
+        upstream = sorted({t for _, _, tasks in members for t in tasks})
+        shuffle_input = _reader(ssc, members[0][1][0], upstream, topic, index)
+        parents: dict[int, DStream] = {}
+        for stream, sources, _ in members:
+            parent = stream._parents[0]
+            if parent._id not in parents:
+                tag = len(parents)
+                parents[parent._id] = _writer(ssc, parent, sources, shuffle_input, partitions, tag)
+            stream._parents = [parents[parent._id]]
+        log.info(
+            "job %s: %s shuffle through %s (%d partitions, %d upstream tasks)",
+            ssc.jobName,
+            ", ".join(_operator(s) for s, _, _ in members),
+            topic,
+            partitions,
+            len(upstream),
+        )
+    _restage(ssc)
+    _check_one_shuffle_input_each(ssc)
+    return list(topic_of.values())
+
+
+def _reader(
+    ssc: StreamingContext, template: KafkaSource, upstream: list[Task], topic: str, index: int
+) -> ShuffleInputDStream:
+    """The input that reads ``topic`` back, in a consumer group of its own."""
+    config = template.consumer_config
+    config["group.id"] = f"{config['group.id']}-shuffle-{index}"
+    config["isolation.level"] = "read_committed"
+    config.pop("logger", None)
+    source = KafkaSource(
+        config,
+        [topic],
+        batch_interval_s=ssc.batchDurationMs / 1000.0,
+        convert=_decode,
+        keep_headers=True,
+    )
+    aligner = BatchAligner(upstream, ssc.batchDurationMs)
+    shuffle_input = ShuffleInputDStream(ssc, source, aligner, 1)
+    ssc._graph.add_input(shuffle_input)
+    ssc._sources.append(source)
+    return shuffle_input
+
+
+def _writer(
+    ssc: StreamingContext,
+    parent: DStream,
+    sources: list[KafkaSource],
+    shuffle_input: ShuffleInputDStream,
+    partitions: int,
+    tag: int,
+) -> DStream:
+    """The sink that writes ``parent``'s pairs tagged ``tag``; returns the stream of them read
+    back (what the shuffles of ``parent`` now read)."""
+    inputs = [i for i in _kafka_inputs(parent) if i.source in sources]
+
+    def upstream_of_batch() -> list[Task]:
+        return [t for i in inputs for t in i.last_tasks]
+
+    source = shuffle_input.source
+    assert isinstance(source, KafkaSource)
+    sink = RepartitionSink(sources[0], source.topics[0], partitions, tag, upstream_of_batch)
+    ssc._graph.add_output(_OutputOp(parent, lambda t, rdd: sink(rdd)))
+    ssc._addBatchParticipant(sink)
+
+    def select(rdd: BatchRDD) -> BatchRDD:
+        return rdd._narrow([[pair for g, pair in part if g == tag] for part in rdd.partitions])
+
+    return shuffle_input._narrow(select, keeps_keys=True)
+
+
+def _check_one_shuffle_input_each(ssc: StreamingContext) -> None:
+    for stream in ssc._graph.streams:
+        inputs = [i for i in _kafka_inputs(stream) if isinstance(i, ShuffleInputDStream)]
+        if len(inputs) > 1:
+            raise ValueError(
+                f"stream {stream._id} ({type(stream).__name__}) combines shuffles with different "
+                "numPartitions: their keys are partitioned differently and their batches are "
+                "released apart; give the shuffles one numPartitions"
+            )
+
+
+def _restage(ssc: StreamingContext) -> None:
+    """Stages follow the rewired parents (construction order is a topological order)."""
+    for stream in ssc._graph.streams:
+        if stream._parents:
+            stream._stage = max(p._stage for p in stream._parents)
+
+
+def admin_for(ssc: StreamingContext) -> AdminClient:
+    """An admin client of the cluster the job's first Kafka input reads."""
+    for source in ssc._sources:
+        if isinstance(source, KafkaSource):
+            config = source.consumer_config
+            return AdminClient({k: v for k, v in config.items() if k.startswith(_CLUSTER_KEYS)})
+    raise ValueError("a shuffle through Kafka needs a Kafka input")
+
+
+def _operator(stream: DStream) -> str:
+    if isinstance(stream, _StateDStream):
+        return "updateStateByKey"
+    return "a keyed shuffle (reduceByKey, groupByKey, combineByKey, partitionBy, ...)"
+
+
+def warn_partition_scoped(ssc: StreamingContext) -> None:
+    """Without shuffles through Kafka, say which shuffles group within each input partition."""
+    for stream in ssc._graph.streams:
+        kafka = any(isinstance(i.source, KafkaSource) for i in _kafka_inputs(stream))
+        if needs_shuffle(stream) and kafka:
+            log.warning(
+                "job %s: %s (stream %d) groups within each Kafka input partition, not across "
+                "them: Spark's answer only when a key's records share a partition. "
+                "DSTREAMS_SHUFFLE=kafka shuffles through a repartition topic (docs/semantics.md)",
+                ssc.jobName,
+                _operator(stream),
+                stream._id,
+            )

@@ -1,0 +1,38 @@
+"""Exactly-once across a shuffle through Kafka (issue 10, "Proof"): the keyed counter with
+``DSTREAMS_SHUFFLE=kafka``, whose state and window stages read repartition topics.
+
+The input is keyed, but the job re-keys it with a plain ``map`` (not declared key-preserving),
+so ``updateStateByKey``, ``reduceByKey`` and ``reduceByKeyAndWindow`` all shuffle: two
+repartition topics, their partitions the downstream tasks. The checker is the fault suite's
+(tests/e2e/support/checker.py, windows.py): every key's state, both outputs and every window
+exact.
+
+Not in CI yet (``slow``): in one of seven baseline runs the fleet stopped making progress
+(the output topics never reached their end within the test's 300 s; no error logged), cause
+not found yet; issue 10's note has the figures. ``-m slow -k shuffled`` runs them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.support.scenario import StartRun, assert_exact, random_kills, seeded
+
+SHUFFLE = {"DSTREAMS_SHUFFLE": "kafka"}
+
+
+@pytest.mark.slow
+def test_shuffled_baseline(start_run: StartRun) -> None:
+    run = start_run(
+        "shuffle-baseline", seeded("shuffle baseline"), records=6_000, rate=1_000, env=SHUFFLE
+    )
+    assert_exact(run.finish())
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_shuffled_kill_at_random_instants(start_run: StartRun) -> None:
+    rng = seeded("shuffle random kills")
+    run = start_run("shuffle-random-kill", rng, records=10_000, rate=500, env=SHUFFLE)
+    trials = random_kills(run, rng, 10, (0.8, 2.2))
+    assert_exact(run.finish(trials=trials))

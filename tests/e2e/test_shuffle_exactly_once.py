@@ -7,9 +7,10 @@ repartition topics, their partitions the downstream tasks. The checker is the fa
 (tests/e2e/support/checker.py, windows.py): every key's state, both outputs and every window
 exact.
 
-Not in CI yet (``slow``): in one of seven baseline runs the fleet stopped making progress
-(the output topics never reached their end within the test's 300 s; no error logged), cause
-not found yet; issue 10's note has the figures. ``-m slow -k shuffled`` runs them.
+Not in CI yet (``slow``): in 3 of 6 baseline runs the fleet stopped making progress (the
+output topics never reached their end within the test's 300 s), each after a batch
+transaction failed with OUT_OF_ORDER_SEQUENCE_NUMBER around a start-up rebalance; cause not
+found yet (docs/testing-faults.md). ``-m slow -k shuffled`` runs them.
 """
 
 from __future__ import annotations

@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 from service.commit.batch import participant_of
 from service.sources.base import PartitionedSource, TaskSource
 from service.streaming.persistence import JobState, dumps, loads
-from service.streaming.rdd import BatchRDD, LocalContext, ResultIterable, Task, portable_hash
+from service.streaming.rdd import (
+    BatchRDD,
+    LocalContext,
+    ResultIterable,
+    Task,
+    dispatch_cogroup,
+    dispatch_join,
+    portable_hash,
+)
 
 if TYPE_CHECKING:
     from service.streaming.context import StreamingContext
@@ -390,27 +398,36 @@ class DStream:
     def union(self, other: DStream) -> DStream:
         if self._slide_ms != other._slide_ms:
             raise ValueError("the two DStream should have same slide duration")
-        return self.transformWith(lambda a, b: a.union(b), other, True)
+        stream = self.transformWith(lambda a, b: a.union(b), other, True)
+        # both sides partitioned by key over the same tasks (checked once shuffles are planned)
+        stream._keyed = self._keyed and other._keyed
+        return stream
 
     def cogroup(self, other: DStream, numPartitions: int | None = None) -> DStream:
-        n = self._partitions(numPartitions)
-        return self.transformWith(lambda a, b: a.cogroup(b, n), other)
+        """A keyed shuffle of both sides' tagged pairs, as ``RDD.cogroup`` builds it: under
+        ``DSTREAMS_SHUFFLE=kafka`` both sides meet in one repartition topic, whatever topics
+        they came from."""
+        tagged = self.mapValues(lambda v: (0, v)).union(other.mapValues(lambda v: (1, v)))
+        return tagged.groupByKey(numPartitions).mapValues(dispatch_cogroup)
+
+    def _join(
+        self, other: DStream, numPartitions: int | None, pad_left: bool, pad_right: bool
+    ) -> DStream:
+        tagged = self.mapValues(lambda v: (1, v)).union(other.mapValues(lambda v: (2, v)))
+        grouped = tagged.groupByKey(numPartitions)
+        return grouped.flatMapValues(dispatch_join(pad_left, pad_right))
 
     def join(self, other: DStream, numPartitions: int | None = None) -> DStream:
-        n = self._partitions(numPartitions)
-        return self.transformWith(lambda a, b: a.join(b, n), other)
+        return self._join(other, numPartitions, False, False)
 
     def leftOuterJoin(self, other: DStream, numPartitions: int | None = None) -> DStream:
-        n = self._partitions(numPartitions)
-        return self.transformWith(lambda a, b: a.leftOuterJoin(b, n), other)
+        return self._join(other, numPartitions, False, True)
 
     def rightOuterJoin(self, other: DStream, numPartitions: int | None = None) -> DStream:
-        n = self._partitions(numPartitions)
-        return self.transformWith(lambda a, b: a.rightOuterJoin(b, n), other)
+        return self._join(other, numPartitions, True, False)
 
     def fullOuterJoin(self, other: DStream, numPartitions: int | None = None) -> DStream:
-        n = self._partitions(numPartitions)
-        return self.transformWith(lambda a, b: a.fullOuterJoin(b, n), other)
+        return self._join(other, numPartitions, True, True)
 
     # -- windows -----------------------------------------------------------------------------
     def window(self, windowDuration: float, slideDuration: float | None = None) -> DStream:
@@ -819,13 +836,18 @@ class _SliceLog:
         self.entries.update(self._load(last_ms, None))
 
     def expire(self, t: int) -> None:
+        """Drop the slices no window at ``t`` or later needs. A task's slices go by its own
+        newest batch: past a shuffle through Kafka, one instance's downstream tasks release
+        batches at their own pace, and a task behind still subtracts the slices the others
+        are done with."""
         job = self.stream._job
         scopes: list[tuple[Task | None, dict[int, dict[bytes, bytes] | None]]] = [
             (None, self.entries),
             *self.task_entries.items(),
         ]
         for task, entries in scopes:
-            for old in [x for x in entries if x <= t - self.keep_ms]:
+            now = t if task is None else min(t, max(entries, default=t))
+            for old in [x for x in entries if x <= now - self.keep_ms]:
                 if entries.pop(old):
                     job.writes.map_drops.add(job.slice_name(self.stream._id, old, task))
                     job.writes.delete(

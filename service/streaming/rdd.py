@@ -101,7 +101,15 @@ class LocalContext:
         return BatchRDD(parts, self, tasks)
 
 
-def _dispatch_join(
+def dispatch_cogroup(seq: Iterable[tuple[int, Any]]) -> tuple[ResultIterable, ResultIterable]:
+    """A cogroup's grouped ``(side, value)`` pairs, split by side."""
+    bufs: tuple[list[Any], list[Any]] = ([], [])
+    for n, v in seq:
+        bufs[n].append(v)
+    return ResultIterable(bufs[0]), ResultIterable(bufs[1])
+
+
+def dispatch_join(
     pad_left: bool, pad_right: bool
 ) -> Callable[[ResultIterable], Iterable[tuple[Any, Any]]]:
     def dispatch(seq: ResultIterable) -> Iterable[tuple[Any, Any]]:
@@ -534,14 +542,7 @@ class BatchRDD:
 
     def cogroup(self, other: BatchRDD, numPartitions: int | None = None) -> BatchRDD:
         tagged = self.mapValues(lambda v: (0, v)).union(other.mapValues(lambda v: (1, v)))
-
-        def dispatch(seq: ResultIterable) -> tuple[ResultIterable, ResultIterable]:
-            bufs: tuple[list[Any], list[Any]] = ([], [])
-            for n, v in seq:
-                bufs[n].append(v)
-            return ResultIterable(bufs[0]), ResultIterable(bufs[1])
-
-        return tagged.groupByKey(numPartitions).mapValues(dispatch)
+        return tagged.groupByKey(numPartitions).mapValues(dispatch_cogroup)
 
     def _join(
         self, other: BatchRDD, numPartitions: int | None, pad_left: bool, pad_right: bool
@@ -549,9 +550,7 @@ class BatchRDD:
         vs = self.mapValues(lambda v: (1, v))
         ws = other.mapValues(lambda v: (2, v))
         return (
-            vs.union(ws)
-            .groupByKey(numPartitions)
-            .flatMapValues(_dispatch_join(pad_left, pad_right))
+            vs.union(ws).groupByKey(numPartitions).flatMapValues(dispatch_join(pad_left, pad_right))
         )
 
     def join(self, other: BatchRDD, numPartitions: int | None = None) -> BatchRDD:

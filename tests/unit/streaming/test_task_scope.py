@@ -16,6 +16,7 @@ from service.state.memory_store import MemoryStateStore
 from service.state.redis_client import hash_tag
 from service.state.split import split_by_hash_tag
 from service.streaming import DStream
+from service.streaming.rdd import BatchRDD
 from service.streaming.testing import run_batches
 from tests.unit.streaming.tasks_util import (
     JOB,
@@ -345,3 +346,36 @@ def test_a_restart_after_downtime_skips_its_batch_times_as_if_they_ran_empty(nam
             # the next grid time after the restart at 5000 ms, not the downtime's 2500 ms
             assert times[0] == 5500
     assert outputs == expected
+
+
+def test_a_task_behind_keeps_the_slices_a_task_ahead_is_done_with() -> None:
+    """Past a shuffle through Kafka, the downstream tasks of one instance release batches at
+    their own pace (a task whose batch was abandoned catches up later). Slices expired by the
+    batch time of the task ahead were gone when the task behind had to subtract them: its
+    incremental window kept them for ever (the shuffled e2e's 'stall': a window output that
+    never emptied)."""
+    store = MemoryStateStore()
+    ssc = task_ssc(store, duration=1.0)
+    window = ssc._sourceStream(TaskSource([])).reduceByKeyAndWindow(
+        operator.add, operator.sub, 3.0, 1.0
+    )
+    window.foreachRDD(lambda rdd: None)
+    run_batches(ssc, 1)
+    log = window._parents[0]._slice_log
+    assert log is not None
+    ahead, behind = task(0), task(1)
+    ctx = ssc.sparkContext
+    first = ssc._graph._zero_ms + 2000
+    log.record(first, BatchRDD([[("a", 1)], [("b", 1)]], ctx, [ahead, behind]))
+    for step in range(1, 6):
+        t = first + step * 1000
+        log.record(t, BatchRDD([[("a", 1)]], ctx, [ahead]))
+        log.expire(t)
+    assert log.get(first, ahead) is None  # out of every window of the task ahead
+    kept = log.get(first, behind)
+    assert kept is not None and kept.collect() == [("b", 1)]
+    # once the task behind reaches the same batch time, its slice goes as well
+    log.record(first + 5000, BatchRDD([[]], ctx, [behind]))
+    log.expire(first + 5000)
+    assert log.get(first, behind) is None
+    ssc.stop()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
+from tests.support.kafka import new_topic
 from tests.support.services import ServiceHandle, start_kafka, start_redis
 
 
@@ -47,22 +47,7 @@ def create_topic(kafka_admin: AdminClient) -> Callable[..., str]:
     def create(
         name: str | None = None, partitions: int = 1, config: dict[str, str] | None = None
     ) -> str:
-        topic = name or f"test-{uuid.uuid4().hex[:12]}"
-        futures = kafka_admin.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})],
-            operation_timeout=30,
-        )
-        futures[topic].result(timeout=60)
-        for _ in range(100):
-            metadata = kafka_admin.list_topics(topic, timeout=10)
-            described = metadata.topics.get(topic)
-            if (
-                described is not None
-                and described.error is None
-                and len(described.partitions) == partitions
-            ):
-                break
-        return topic
+        return new_topic(kafka_admin, name, partitions, config)
 
     return create
 

@@ -7,9 +7,12 @@ what every downstream task has committed past with DeleteRecords, so they do not
 
 from __future__ import annotations
 
+import functools
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from typing import Any
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -79,16 +82,55 @@ def _visible_partitions(admin: AdminClient, name: str) -> int:
         time.sleep(0.2)
 
 
-def purge(admin: AdminClient, below: Mapping[tuple[str, int], int]) -> None:
+class Purger:
+    """Deletes what the downstream tasks persisted past, at most once per ``interval_s`` (Kafka
+    Streams' ``repartition.purge.interval.ms`` is 30 s): one DeleteRecords for all partitions,
+    sent without waiting for its answer, so a batch never waits on it."""
+
+    def __init__(
+        self,
+        admin: AdminClient,
+        interval_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._admin = admin
+        self._interval_s = interval_s
+        self._clock = clock
+        self._below: dict[tuple[str, int], int] = {}
+        self._last = clock()
+
+    def persisted(self, below: Mapping[tuple[str, int], int]) -> None:
+        for tp, offset in below.items():
+            self._below[tp] = max(offset, self._below.get(tp, 0))
+        if self._clock() - self._last < self._interval_s:
+            return
+        self._last = self._clock()
+        wanted, self._below = self._below, {}
+        purge(self._admin, wanted, wait=False)
+
+
+def purge(admin: AdminClient, below: Mapping[tuple[str, int], int], *, wait: bool = True) -> None:
     """Delete the records below each offset (what the downstream tasks committed past)."""
     wanted = [TopicPartition(t, p, o) for (t, p), o in below.items() if o > 0]
     if not wanted:
         return
-    for tp, future in admin.delete_records(wanted, request_timeout=_TIMEOUT_S).items():
+    futures = admin.delete_records(wanted, request_timeout=_TIMEOUT_S)
+    for tp, future in futures.items():
+        if not wait:
+            future.add_done_callback(functools.partial(_purged, tp))
+            continue
         try:
             future.result(timeout=_TIMEOUT_S)
         except KafkaException as exc:
-            # nothing is lost by purging later: the next purge covers these offsets
-            log.warning(
-                "repartition_purge_failed", partition=(tp.topic, tp.partition), error=str(exc)
-            )
+            _purge_failed(tp, exc)
+
+
+def _purged(tp: TopicPartition, future: Future[Any]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        _purge_failed(tp, exc)
+
+
+def _purge_failed(tp: TopicPartition, exc: BaseException) -> None:
+    # nothing is lost by purging later: the next purge covers these offsets
+    log.warning("repartition_purge_failed", partition=f"{tp.topic}[{tp.partition}]", error=str(exc))

@@ -189,6 +189,8 @@ class OutputTransaction:
         if self._producer is not None:
             raise RuntimeError("the output transaction is already bound to a running job")
         self._job = job
+        # pinned now: a producer made again later keeps the id whatever the environment says
+        self._instance = self._instance or instance_id()
         self.needs_recovery = True
 
     def begin(self, batch_ms: int) -> None:

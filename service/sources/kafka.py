@@ -214,7 +214,10 @@ class KafkaSource:
         convert: Callable[[KafkaRecord], Any] | None = None,
         dead_letters: DeadLetterQueue | None = None,
         keep_headers: bool = False,
+        after_persist: Callable[[Mapping[TopicPartitionKey, int]], None] | None = None,
     ) -> None:
+        """``after_persist``: told, after each persisted batch, the offsets below which every
+        record of its partitions is persisted (a repartition topic purges below them)."""
         if not topics and not from_offsets:
             raise ValueError("KafkaSource needs at least one topic or a fromOffsets mapping")
         self._config = consumer_settings(consumer_config)
@@ -223,6 +226,7 @@ class KafkaSource:
         self._convert = convert
         self.dead_letters = dead_letters
         self._keep_headers = keep_headers
+        self._after_persist = after_persist
         # the raw records behind each partition's elements in the batch taken last, same order
         self._last_raw: dict[TopicPartitionKey, list[KafkaRecord]] = {}
         # the batch taken last and its records per partition, for ``rewind``
@@ -634,10 +638,13 @@ class KafkaSource:
     def on_batch_persisted(self, batch_time_ms: int) -> None:
         self._refused_since = None
         self._owner.persisted()
-        for tp, offset in self._buffers.persisted(batch_time_ms).items():
+        persisted = self._buffers.persisted(batch_time_ms)
+        for tp, offset in persisted.items():
             if tp in self._assigned:
                 self._committable[tp] = max(offset, self._committable.get(tp, offset))
         self._commit(list(self._committable))
+        if self._after_persist is not None and persisted:
+            self._after_persist(persisted)
 
     def stop(self) -> None:
         if self._consumer is None:

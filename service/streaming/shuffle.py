@@ -36,7 +36,7 @@ from service.shuffle.codec import (
     marker_record,
     partition_for,
 )
-from service.shuffle.topics import ensure_topic, repartition_topic
+from service.shuffle.topics import Purger, ensure_topic, repartition_topic
 from service.sinks.kafka import KafkaSink
 from service.sources.kafka import KafkaRecord, KafkaSource
 from service.streaming.dstream import (
@@ -175,8 +175,8 @@ def _decode(record: KafkaRecord) -> ShuffleRecord:
     return decode(record.value, record.headers or ())
 
 
-def _kafka_inputs(stream: DStream) -> list[InputDStream]:
-    """The inputs a stream's batches come from."""
+def _lineage(stream: DStream) -> list[DStream]:
+    """The stream and every stream its batches are computed from."""
     seen: dict[int, DStream] = {}
     todo = [stream]
     while todo:
@@ -185,7 +185,12 @@ def _kafka_inputs(stream: DStream) -> list[InputDStream]:
             continue
         seen[s._id] = s
         todo.extend(s._parents)
-    return [s for s in seen.values() if isinstance(s, InputDStream)]
+    return list(seen.values())
+
+
+def _kafka_inputs(stream: DStream) -> list[InputDStream]:
+    """The inputs a stream's batches come from."""
+    return [s for s in _lineage(stream) if isinstance(s, InputDStream)]
 
 
 def _partitions_of(admin: AdminClient, topics: Sequence[str]) -> list[Task]:
@@ -214,12 +219,13 @@ def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
     """
     graph = ssc._graph
     wanted = [s for s in list(graph.streams) if needs_shuffle(s)]
+    wanted_ids = {id(s) for s in wanted}
     steps: list[tuple[DStream, list[KafkaSource], list[Task]]] = []
     for stream in wanted:
         parent = stream._parents[0]
         inputs = _kafka_inputs(parent)
         sources = [i.source for i in inputs if isinstance(i.source, KafkaSource)]
-        if parent._stage > 0:
+        if any(id(s) in wanted_ids for s in _lineage(parent)):
             raise NotImplementedError(
                 f"{type(stream).__name__}: a second shuffle through Kafka after a first is not "
                 "built yet (issue 10); key the stream once, or run with DSTREAMS_SHUFFLE=partition"
@@ -245,7 +251,7 @@ def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
     for index, (partitions, members) in enumerate(groups.items()):
         topic = topic_of[partitions]
         upstream = sorted({t for _, _, tasks in members for t in tasks})
-        shuffle_input = _reader(ssc, members[0][1][0], upstream, topic, index)
+        shuffle_input = _reader(ssc, members[0][1][0], upstream, topic, index, admin)
         parents: dict[int, DStream] = {}
         for stream, sources, _ in members:
             parent = stream._parents[0]
@@ -267,9 +273,15 @@ def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
 
 
 def _reader(
-    ssc: StreamingContext, template: KafkaSource, upstream: list[Task], topic: str, index: int
+    ssc: StreamingContext,
+    template: KafkaSource,
+    upstream: list[Task],
+    topic: str,
+    index: int,
+    admin: AdminClient,
 ) -> ShuffleInputDStream:
-    """The input that reads ``topic`` back, in a consumer group of its own."""
+    """The input that reads ``topic`` back, in a consumer group of its own; what its tasks
+    persisted is purged from the topic now and then."""
     config = template.consumer_config
     config["group.id"] = f"{config['group.id']}-shuffle-{index}"
     config["isolation.level"] = "read_committed"
@@ -280,6 +292,7 @@ def _reader(
         batch_interval_s=ssc.batchDurationMs / 1000.0,
         convert=_decode,
         keep_headers=True,
+        after_persist=Purger(admin).persisted,
     )
     aligner = BatchAligner(upstream, ssc.batchDurationMs)
     shuffle_input = ShuffleInputDStream(ssc, source, aligner, 1)
@@ -353,11 +366,19 @@ def warn_partition_scoped(ssc: StreamingContext) -> None:
     for stream in ssc._graph.streams:
         kafka = any(isinstance(i.source, KafkaSource) for i in _kafka_inputs(stream))
         if needs_shuffle(stream) and kafka:
+            topics = {t for i in _kafka_inputs(stream) for t in getattr(i.source, "topics", [])}
+            across = (
+                f"; it reads {len(topics)} topics, whose records never meet (a join or cogroup "
+                "of them matches nothing)"
+                if len(topics) > 1
+                else ""
+            )
             log.warning(
                 "job %s: %s (stream %d) groups within each Kafka input partition, not across "
-                "them: Spark's answer only when a key's records share a partition. "
+                "them: Spark's answer only when a key's records share a partition%s. "
                 "DSTREAMS_SHUFFLE=kafka shuffles through a repartition topic (docs/semantics.md)",
                 ssc.jobName,
                 _operator(stream),
                 stream._id,
+                across,
             )

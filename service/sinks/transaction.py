@@ -109,6 +109,12 @@ def transactional_id(job: str, instance: str) -> str:
     return f"dstreams-{job}-{instance}"
 
 
+def connection_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The cluster settings and ``client.id``: what a further client of the same cluster (a
+    dead-letter producer, a repartition writer, an admin client) copies from a consumer's."""
+    return {k: v for k, v in config.items() if k.startswith((*_CLUSTER_PREFIXES, "client.id"))}
+
+
 def is_fencing(error: KafkaError) -> bool:
     return error.code() in _FENCING_CODES
 

@@ -1111,6 +1111,9 @@ class _StateDStream(DStream):
         self._update = updateFunc
         self._n = partitions
         self._initial = initial
+        # past a shuffle through Kafka: the repartition partition of a key, which says which
+        # task's first batch starts from which keys of ``initial`` (service/streaming/shuffle.py)
+        self.initial_partition: Callable[[Any], int] | None = None
         self._state = _KeyedState(self, partitions)
         self._task_state: dict[Task, _KeyedState] = {}
         self._forced = True
@@ -1151,21 +1154,32 @@ class _StateDStream(DStream):
             known = [s.to_rdd() for s in self._task_state.values() if s.present]
             return self._ctx.union(known)
         groups = _task_groups(rdd, "updateStateByKey")
-        if self._initial is not None:
+        if self._initial is not None and self.initial_partition is None:
             raise ValueError(
-                "updateStateByKey: initialRDD cannot be used when the job reads Kafka: state "
-                "is kept per Kafka partition and an initial RDD's keys belong to none"
+                "updateStateByKey: initialRDD cannot be used when the job reads Kafka without "
+                "DSTREAMS_SHUFFLE=kafka: state is kept per Kafka partition and an initial RDD's "
+                "keys belong to none (with it, each key's state starts in the task its key "
+                "shuffles to)"
             )
         results: list[tuple[_KeyedState, BatchRDD]] = []
         for task, parts in groups:
             state = _task_states(self, self._task_state, task)
-            last = state.to_rdd() if state.present else None
+            last = state.to_rdd() if state.present else self._initial_of(task)
             batch = BatchRDD(parts, self._ctx, [task] * len(parts))
             results.append((state, self._reduce(last, batch)))
         # saved only once every task's update ran: a failure leaves all state as it was
         for state, result in results:
             state.save(result)
         return self._ctx.union([result for _, result in results])
+
+    def _initial_of(self, task: Task) -> BatchRDD | None:
+        """The initial RDD's pairs whose key shuffles to ``task``: its state before its first
+        batch, as Spark starts the first batch from the whole initial RDD."""
+        where = self.initial_partition
+        if self._initial is None or where is None:
+            return None
+        pairs = [kv for kv in self._initial.collect() if where(kv[0]) == task[1]]
+        return BatchRDD([pairs], self._ctx, [task])
 
 
 class _OutputOp:

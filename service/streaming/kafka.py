@@ -20,6 +20,7 @@ from service.sinks.dead_letter import (
     DeadLetterQueue,
     default_topic,
 )
+from service.sinks.transaction import connection_settings
 from service.sources.kafka import KafkaRecord, KafkaSource, TopicPartitionKey
 
 if TYPE_CHECKING:
@@ -262,10 +263,6 @@ class KafkaUtils:
         return ssc._sourceStream(source)
 
 
-# Consumer settings the dead-letter producer shares: where the brokers are and how to reach them.
-_SHARED_PREFIXES = ("bootstrap.servers", "security.", "sasl.", "ssl.", "client.id")
-
-
 def _dead_letters(
     config: Mapping[str, Any], settings: Settings, job: str, topic: Any
 ) -> DeadLetterQueue:
@@ -275,5 +272,4 @@ def _dead_letters(
         max_attempts=settings.dlq_max_attempts,
         max_record_bytes=settings.max_record_bytes,
     )
-    shared = {k: v for k, v in config.items() if k.startswith(_SHARED_PREFIXES)}
-    return DeadLetterQueue(policy, job, shared)
+    return DeadLetterQueue(policy, job, connection_settings(config))

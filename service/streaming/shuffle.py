@@ -20,6 +20,7 @@ setting a Kafka job groups within each input partition, and says so at start.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka.admin import AdminClient
 
 from service.commit.batch import GroupOffsets
-from service.shuffle.alignment import AlignmentState, BatchAligner, ShuffleRecord
+from service.shuffle.alignment import BatchAligner, ShuffleRecord
 from service.shuffle.codec import (
     data_record,
     decode,
@@ -38,6 +39,7 @@ from service.shuffle.codec import (
 )
 from service.shuffle.topics import Purger, ensure_topic, repartition_topic
 from service.sinks.kafka import KafkaSink
+from service.sinks.transaction import connection_settings
 from service.sources.kafka import KafkaRecord, KafkaSource
 from service.streaming.dstream import (
     BatchTime,
@@ -55,8 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ALIGN_FIELD = b"state"
-# the settings that say which cluster a client reaches, and how
-_CLUSTER_KEYS = ("bootstrap.servers", "security.", "sasl.", "ssl.", "client.id")
 _ADMIN_TIMEOUT_S = 30.0
 
 
@@ -109,11 +109,6 @@ class ShuffleInputDStream(InputDStream):
             return None
         return BatchRDD([p for p, _ in parts], self._ctx, [task for _, task in parts])
 
-    def alignment(self, task: Task) -> AlignmentState:
-        """The task's alignment state as committed (for tests and inspection)."""
-        name = self._job.shard(task).key("shuffle", "align")
-        return decode_state(self._job.store.load_map(name).get(_ALIGN_FIELD))
-
 
 class RepartitionSink(KafkaSink):
     """The upstream side of one shuffle: pairs to their key's partition, then the markers.
@@ -130,11 +125,14 @@ class RepartitionSink(KafkaSink):
         tag: int,
         upstream_of_batch: Callable[[], list[Task]],
     ) -> None:
-        shared = {k: v for k, v in template.consumer_config.items() if k.startswith(_CLUSTER_KEYS)}
+        shared = connection_settings(template.consumer_config)
         super().__init__(str(shared.pop("bootstrap.servers")), topic, producer_config=shared)
         self.partitions = partitions
         self.tag = tag
         self._upstream_of_batch = upstream_of_batch
+        # the upstream tasks this sink marks through each batch: one sink per topic marks for
+        # all of the topic's writers (``plan``), so no marker is written twice
+        self.marked: Callable[[], list[Task]] | None = upstream_of_batch
 
     def __call__(self, rdd: Any) -> None:
         transaction = self._transaction
@@ -162,7 +160,7 @@ class RepartitionSink(KafkaSink):
         transaction = self._transaction
         if transaction is None:
             return
-        for origin in self._upstream_of_batch():
+        for origin in self.marked() if self.marked is not None else ():
             if origin in self._skipped:
                 continue  # the crashed owner marked this batch's records as it published them
             headers = marker_record(batch_ms, origin)
@@ -253,12 +251,18 @@ def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
         upstream = sorted({t for _, _, tasks in members for t in tasks})
         shuffle_input = _reader(ssc, members[0][1][0], upstream, topic, index, admin)
         parents: dict[int, DStream] = {}
+        sinks: list[RepartitionSink] = []
         for stream, sources, _ in members:
             parent = stream._parents[0]
             if parent._id not in parents:
                 tag = len(parents)
-                parents[parent._id] = _writer(ssc, parent, sources, shuffle_input, partitions, tag)
+                sink, read_back = _writer(ssc, parent, sources, shuffle_input, partitions, tag)
+                parents[parent._id] = read_back
+                sinks.append(sink)
             stream._parents = [parents[parent._id]]
+            if isinstance(stream, _StateDStream):
+                stream.initial_partition = functools.partial(partition_for, partitions=partitions)
+        _mark_once(sinks)
         log.info(
             "job %s: %s shuffle through %s (%d partitions, %d upstream tasks)",
             ssc.jobName,
@@ -308,9 +312,9 @@ def _writer(
     shuffle_input: ShuffleInputDStream,
     partitions: int,
     tag: int,
-) -> DStream:
-    """The sink that writes ``parent``'s pairs tagged ``tag``; returns the stream of them read
-    back (what the shuffles of ``parent`` now read)."""
+) -> tuple[RepartitionSink, DStream]:
+    """The sink that writes ``parent``'s pairs tagged ``tag``, and the stream of them read back
+    (what the shuffles of ``parent`` now read)."""
     inputs = [i for i in _kafka_inputs(parent) if i.source in sources]
 
     def upstream_of_batch() -> list[Task]:
@@ -325,7 +329,19 @@ def _writer(
     def select(rdd: BatchRDD) -> BatchRDD:
         return rdd._narrow([[pair for g, pair in part if g == tag] for part in rdd.partitions])
 
-    return shuffle_input._narrow(select, keeps_keys=True)
+    return sink, shuffle_input._narrow(select, keeps_keys=True)
+
+
+def _mark_once(sinks: list[RepartitionSink]) -> None:
+    """The first writer of a topic marks every upstream task of the batch, once each."""
+    writers = [s.marked for s in sinks if s.marked is not None]
+
+    def every_upstream_task() -> list[Task]:
+        return list(dict.fromkeys(t for tasks_of in writers for t in tasks_of()))
+
+    for sink in sinks[1:]:
+        sink.marked = None
+    sinks[0].marked = every_upstream_task
 
 
 def _check_one_shuffle_input_each(ssc: StreamingContext) -> None:
@@ -351,7 +367,7 @@ def admin_for(ssc: StreamingContext) -> AdminClient:
     for source in ssc._sources:
         if isinstance(source, KafkaSource):
             config = source.consumer_config
-            return AdminClient({k: v for k, v in config.items() if k.startswith(_CLUSTER_KEYS)})
+            return AdminClient(connection_settings(config))
     raise ValueError("a shuffle through Kafka needs a Kafka input")
 
 

@@ -65,8 +65,6 @@ NOT_BUILT = {
     "transform_distinct": IN_TRANSFORM,
     "transform_sortByKey_zipWithIndex": IN_TRANSFORM + " (and orders within it)",
     "transform_sortBy_zipWithIndex": IN_TRANSFORM + " (and orders within it)",
-    "updateStateByKey_initialRDD": "initialRDD under Kafka inputs (raises)",
-    "updateStateByKey_initialRDD_untouched_keys": "initialRDD under Kafka inputs (raises)",
 }
 
 

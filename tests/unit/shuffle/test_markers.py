@@ -1,0 +1,31 @@
+"""One marker per upstream task and repartition partition per batch, however many parents share
+the topic (no broker: sinks are built, not bound)."""
+
+from __future__ import annotations
+
+from service.sources.kafka import KafkaSource
+from service.streaming.rdd import Task
+from service.streaming.shuffle import RepartitionSink, _mark_once
+
+
+def sink(tag: int, tasks: list[Task]) -> RepartitionSink:
+    template = KafkaSource(
+        {"bootstrap.servers": "127.0.0.1:9", "group.id": "g"}, ["in"], batch_interval_s=1.0
+    )
+    return RepartitionSink(template, "job-repartition-0", 3, tag, lambda: tasks)
+
+
+def test_the_first_writer_of_a_topic_marks_every_upstream_task_once() -> None:
+    """A join of two topics tags both sides into one repartition topic: each side's sink used
+    to mark its own upstream tasks and, when both read one topic, the same tasks twice."""
+    orders, users = [("orders", 0), ("orders", 1)], [("users", 0), ("orders", 1)]
+    first, second = sink(0, orders), sink(1, users)
+    _mark_once([first, second])
+    assert first.marked is not None and second.marked is None
+    assert first.marked() == [("orders", 0), ("orders", 1), ("users", 0)]
+
+
+def test_a_topic_with_one_writer_marks_its_tasks() -> None:
+    only = sink(0, [("in", 0)])
+    _mark_once([only])
+    assert only.marked is not None and only.marked() == [("in", 0)]

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +27,8 @@ from typing import Any
 import pytest
 import redis
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -142,6 +145,11 @@ def job_env(kafka_bootstrap: str, redis_url: str) -> dict[str, str]:
         }
     )
     return env
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
 
 
 def redis_state(redis_url: str, job_name: str) -> dict[Any, Any]:
@@ -365,7 +373,11 @@ def test_kafka_wordcount_shuffles_through_kafka_across_partitions_and_instances(
     env = {**job_env, "DSTREAMS_SHUFFLE": "kafka"}
     args = ["examples/kafka_wordcount.py", in_topic, out_topic]
     want = {w: str(c) for w, c in expected.items()}
-    with job(args, env) as first, job(args, env) as second:
+    ports = [free_port(), free_port()]
+    with (
+        job(args, {**env, "DSTREAMS_METRICS_PORT": str(ports[0])}) as first,
+        job(args, {**env, "DSTREAMS_METRICS_PORT": str(ports[1])}) as second,
+    ):
         give_up = time.monotonic() + 3 * WAIT_SECONDS
         seen: dict[str, str] = {}
         while time.monotonic() < give_up and seen != want:
@@ -373,5 +385,14 @@ def test_kafka_wordcount_shuffles_through_kafka_across_partitions_and_instances(
             seen = read_topic(kafka_bootstrap, out_topic)
         assert seen == want, f"{first.output()}\n=== second ===\n{second.output()}"
         assert redis_state(redis_url, job_env["DSTREAMS_JOB_NAME"]) == dict(expected)
+        # the lag of the internal topic's partitions is exported by whoever owns them
+        internal = f'topic="{job_env["DSTREAMS_JOB_NAME"]}-repartition-0"'
+        lag_lines = [
+            line
+            for port in ports
+            for line in scrape(port).splitlines()
+            if line.startswith("dstreams_kafka_consumer_lag_records{") and internal in line
+        ]
+        assert len(lag_lines) == 3, lag_lines  # the topic has the input's 3 partitions
         assert first.terminate() == 0, first.output()
         assert second.terminate() == 0, second.output()

@@ -102,9 +102,10 @@ class Purger:
     def persisted(self, below: Mapping[tuple[str, int], int]) -> None:
         for tp, offset in below.items():
             self._below[tp] = max(offset, self._below.get(tp, 0))
-        if self._clock() - self._last < self._interval_s:
+        now = self._clock()
+        if now - self._last < self._interval_s:
             return
-        self._last = self._clock()
+        self._last = now
         wanted, self._below = self._below, {}
         purge(self._admin, wanted, wait=False)
 

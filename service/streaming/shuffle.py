@@ -221,9 +221,10 @@ def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
     steps: list[tuple[DStream, list[KafkaSource], list[Task]]] = []
     for stream in wanted:
         parent = stream._parents[0]
-        inputs = _kafka_inputs(parent)
+        lineage = _lineage(parent)
+        inputs = [s for s in lineage if isinstance(s, InputDStream)]
         sources = [i.source for i in inputs if isinstance(i.source, KafkaSource)]
-        if any(id(s) in wanted_ids for s in _lineage(parent)):
+        if any(id(s) in wanted_ids for s in lineage):
             raise NotImplementedError(
                 f"{type(stream).__name__}: a second shuffle through Kafka after a first is not "
                 "built yet (issue 10); key the stream once, or run with DSTREAMS_SHUFFLE=partition"
@@ -380,21 +381,24 @@ def _operator(stream: DStream) -> str:
 def warn_partition_scoped(ssc: StreamingContext) -> None:
     """Without shuffles through Kafka, say which shuffles group within each input partition."""
     for stream in ssc._graph.streams:
-        kafka = any(isinstance(i.source, KafkaSource) for i in _kafka_inputs(stream))
-        if needs_shuffle(stream) and kafka:
-            topics = {t for i in _kafka_inputs(stream) for t in getattr(i.source, "topics", [])}
-            across = (
-                f"; it reads {len(topics)} topics, whose records never meet (a join or cogroup "
-                "of them matches nothing)"
-                if len(topics) > 1
-                else ""
-            )
-            log.warning(
-                "job %s: %s (stream %d) groups within each Kafka input partition, not across "
-                "them: Spark's answer only when a key's records share a partition%s. "
-                "DSTREAMS_SHUFFLE=kafka shuffles through a repartition topic (docs/semantics.md)",
-                ssc.jobName,
-                _operator(stream),
-                stream._id,
-                across,
-            )
+        if not needs_shuffle(stream):
+            continue
+        sources = [i.source for i in _kafka_inputs(stream) if isinstance(i.source, KafkaSource)]
+        if not sources:
+            continue
+        topics = {t for source in sources for t in source.topics}
+        across = (
+            f"; it reads {len(topics)} topics, whose records never meet (a join or cogroup "
+            "of them matches nothing)"
+            if len(topics) > 1
+            else ""
+        )
+        log.warning(
+            "job %s: %s (stream %d) groups within each Kafka input partition, not across "
+            "them: Spark's answer only when a key's records share a partition%s. "
+            "DSTREAMS_SHUFFLE=kafka shuffles through a repartition topic (docs/semantics.md)",
+            ssc.jobName,
+            _operator(stream),
+            stream._id,
+            across,
+        )

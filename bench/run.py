@@ -26,7 +26,7 @@ from pathlib import Path
 from harness.observe import ProcessTree, end_offsets, watch
 from harness.report import Row, machine, render, versions
 from harness.stack import services
-from harness.systems import BENCH, DEFAULT_SYSTEMS, ROOT, SYSTEMS, System
+from harness.systems import BENCH, DEFAULT_SYSTEMS, ROOT, SYSTEMS, System, start_workers
 from harness.workload import Workload, create_topics, delete_topics, produce
 
 STOP_GRACE_S = 30.0
@@ -135,24 +135,12 @@ def _run_system(
     log = rundir / f"{system.key}.log"
     load_before = _load()
     print(f"-- {system.key}: {system.name}, {system.guarantee}, {system.processes} process(es)")
-    workers: list[subprocess.Popen[bytes]] = []
     services = ProcessTree(service_pids) if service_pids else None
     with log.open("wb") as out:
         if services is not None:
             services.sample()
         started = time.monotonic()
-        for _ in range(launch.processes):
-            workers.append(
-                subprocess.Popen(
-                    launch.argv,
-                    env=launch.env,
-                    cwd=launch.cwd,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
+        workers = start_workers(launch, out)
         try:
             outcome = watch(
                 workers,

@@ -154,6 +154,25 @@ def _ratio(row: Row, base: Row | None) -> str:
     return f"{row.throughput / base.throughput:.2f}x"
 
 
+def shuffle_costs(rows: list[Row]) -> list[str]:
+    """What a shuffle through Kafka costs: each shuffled row against its unshuffled twin."""
+    by_key = {r.system.key: r for r in rows}
+    lines = []
+    for plain_key in ("ours", "ours3"):
+        plain, shuffled = by_key.get(plain_key), by_key.get(f"{plain_key}-shuffle")
+        if plain is None or shuffled is None:
+            continue
+        ratio = _ratio(shuffled, plain)
+        lines.append(
+            f"- {shuffled.system.key} vs {plain_key}: {ratio} the records/s, "
+            f"CPU {shuffled.outcome.cpu_s:.1f} s vs {plain.outcome.cpu_s:.1f} s, "
+            f"peak RSS {shuffled.outcome.peak_rss_bytes / 2**20:,.0f} vs "
+            f"{plain.outcome.peak_rss_bytes / 2**20:,.0f} MiB, first output "
+            f"{_num(shuffled.outcome.first_output_s)} s vs {_num(plain.outcome.first_output_s)} s"
+        )
+    return lines
+
+
 def table(rows: list[Row]) -> str:
     faust_eos = next((r for r in rows if r.system.key == "faust-eos"), None)
     faust_alo = next((r for r in rows if r.system.key == "faust-alo"), None)
@@ -222,6 +241,9 @@ def render(
         "",
         *_LEGEND,
     ]
+    costs = shuffle_costs(rows)
+    if costs:
+        parts += ["", "The cost of a shuffle through Kafka (same job, same input):", "", *costs]
     if notes:
         parts += ["", "Notes:", "", *notes]
     return "\n".join(parts) + "\n"

@@ -8,9 +8,11 @@ Kafka can be found by the tag and deleted afterwards.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 BENCH = Path(__file__).resolve().parents[1]
 ROOT = BENCH.parent
@@ -25,6 +27,22 @@ class Launch:
     group: str
 
 
+def start_workers(launch: Launch, out: IO[bytes]) -> list[subprocess.Popen[bytes]]:
+    """The launch's processes, each in a session of its own, all logging to ``out``."""
+    return [
+        subprocess.Popen(
+            launch.argv,
+            env=launch.env,
+            cwd=launch.cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for _ in range(launch.processes)
+    ]
+
+
 @dataclass(frozen=True)
 class System:
     key: str  # what --systems selects
@@ -32,6 +50,7 @@ class System:
     guarantee: str  # exactly-once or at-least-once
     how: str  # the setting or mechanism behind it, for the report
     processes: int = 1
+    settings: tuple[tuple[str, str], ...] = ()  # extra environment of the workers
 
     @property
     def is_faust(self) -> bool:
@@ -66,6 +85,7 @@ class System:
             }
             if max_rate:
                 env["DSTREAMS_MAX_RATE_PER_PARTITION"] = str(max_rate)
+            env |= dict(self.settings)
             argv = [
                 ours_python,
                 "-m",
@@ -99,12 +119,26 @@ class System:
 
 
 _EOS_OURS = "Redis ledger for state and offsets, output in Kafka transactions"
+# the cost of a shuffle through Kafka (issue 10): the same job, its re-keyed pairs written to a
+# repartition topic and read back by the downstream tasks
+_SHUFFLED = (("DSTREAMS_SHUFFLE", "kafka"),)
+_EOS_SHUFFLED = f"{_EOS_OURS}; DSTREAMS_SHUFFLE=kafka (pairs through <job>-repartition-0)"
 SYSTEMS = [
     System("ours", "kafka-dstreams", "exactly-once", _EOS_OURS),
     System("ours3", "kafka-dstreams", "exactly-once", _EOS_OURS, 3),
+    System("ours-shuffle", "kafka-dstreams", "exactly-once", _EOS_SHUFFLED, 1, _SHUFFLED),
+    System("ours3-shuffle", "kafka-dstreams", "exactly-once", _EOS_SHUFFLED, 3, _SHUFFLED),
     System("faust-eos", "Faust", "exactly-once", 'processing_guarantee="exactly_once"'),
     System("faust-alo", "Faust", "at-least-once", 'processing_guarantee="at_least_once"'),
     System("quix-eos", "quixstreams", "exactly-once", 'processing_guarantee="exactly-once"'),
     System("quix-alo", "quixstreams", "at-least-once", 'processing_guarantee="at-least-once"'),
 ]
-DEFAULT_SYSTEMS = ["ours", "ours3", "faust-eos", "faust-alo", "quix-eos"]
+DEFAULT_SYSTEMS = [
+    "ours",
+    "ours3",
+    "ours-shuffle",
+    "ours3-shuffle",
+    "faust-eos",
+    "faust-alo",
+    "quix-eos",
+]

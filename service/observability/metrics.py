@@ -98,6 +98,15 @@ class DStreamsMetrics:
             buckets=_SECONDS_BUCKETS,
             registry=registry,
         )
+        self.stage_delay = Histogram(
+            f"{PREFIX}_shuffle_stage_delay_seconds",
+            "Past a shuffle through Kafka: how long after an upstream batch's time the stage"
+            " that reads the repartition topic computes that batch (the shuffle's added"
+            " latency, in whole batch intervals).",
+            ["job_name"],
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
         self.batch_records = Histogram(
             f"{PREFIX}_batch_records",
             "Input records per batch, all input streams together.",
@@ -126,7 +135,7 @@ class DStreamsMetrics:
             self.batches.labels(job_name=job, status=status)
         for reason in RETRY_REASONS:
             self.retried.labels(job_name=job, reason=reason)
-        for family in (self.processing, self.scheduling_delay, self.state_commit):
+        for family in (self.processing, self.scheduling_delay, self.state_commit, self.stage_delay):
             family.labels(job_name=job)
         self.batch_records.labels(job_name=job)
         self.input_records.labels(job_name=job)
@@ -326,6 +335,8 @@ class MetricsListener(StreamingListener):
         commit_s = info.state_commit_seconds()
         if commit_s is not None:
             m.state_commit.labels(job_name=job).observe(commit_s)
+        for delay_ms in info.stage_delays_ms():
+            m.stage_delay.labels(job_name=job).observe(delay_ms / 1000.0)
         n = info.numRecords()
         m.batch_records.labels(job_name=job).observe(n)
         m.input_records.labels(job_name=job).inc(n)

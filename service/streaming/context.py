@@ -321,9 +321,10 @@ class StreamingContext:
 
         if settings().shuffle != "kafka":
             shuffle.warn_partition_scoped(self)
-            return
-        admin = shuffle.admin_for(self)
-        self._while_unavailable("Kafka", lambda: shuffle.plan(self, admin))
+        else:
+            admin = shuffle.admin_for(self)
+            self._while_unavailable("Kafka", lambda: shuffle.plan(self, admin))
+        shuffle.rely_on_kafka_keys(self)
 
     def _while_unavailable(self, dependency: str, step: Callable[[], _T]) -> _T:
         """``step()``, taken again after a growing pause while ``dependency`` is unavailable."""
@@ -451,6 +452,7 @@ class StreamingContext:
         protocol.begin(t)
         errors = self._graph.run_batch(BatchTime.at(t), after_take=self._after_take)
         info._num_records = self._graph.last_num_records
+        info._stage_delays_ms = list(self._graph.stage_delays_ms)
         errors.extend(protocol.flush_dead_letters())
         outage = protocol.transactional and any(is_outage(e) for e in errors)
         for exc in errors:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import logging
 import operator
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +39,12 @@ from service.streaming.rdd import (
 
 if TYPE_CHECKING:
     from service.streaming.context import StreamingContext
+
+log = logging.getLogger(__name__)
+
+# how a stream's records of one key share a partition (``DStream._keyed_by``)
+SHUFFLED = "shuffled"
+KAFKA_KEYED = "kafka:"
 
 
 @dataclass(frozen=True)
@@ -137,9 +144,11 @@ class DStream:
         # which stage of the job computes it: 0 from the inputs, one more past each shuffle
         # through Kafka (service/streaming/shuffle.py); its batch times are that stage's
         self._stage: int = max((p._stage for p in parents), default=0)
-        # its records of one key are all in one partition (task): a keyed shuffle needs no
-        # repartitioning (Kafka keys, a shuffle's output, anything key-preserving after them)
-        self._keyed = False
+        # its records of one key are all in one partition (task), by which partitioning: a
+        # keyed shuffle of it needs no repartitioning. None: unknown; KAFKA_KEYED + topic: the
+        # pairs of one Kafka topic, by the producer's key (as Kafka Streams takes a source
+        # topic); SHUFFLED: a shuffle's output; anything key-preserving after them keeps it
+        self._keyed_by: str | None = None
         self._id = ssc._graph.register(self)
 
     # -- engine ------------------------------------------------------------------------------
@@ -260,7 +269,7 @@ class DStream:
     def _narrow(self, func: Callable[[BatchRDD], BatchRDD], keeps_keys: bool) -> DStream:
         """A partition-wise step; ``keeps_keys``: each record keeps its key (and partition)."""
         stream = _TransformedDStream(self, lambda t, rdd: func(rdd))
-        stream._keyed = keeps_keys and self._keyed
+        stream._keyed_by = self._keyed_by if keeps_keys else None
         return stream
 
     def transformWith(
@@ -399,8 +408,8 @@ class DStream:
         if self._slide_ms != other._slide_ms:
             raise ValueError("the two DStream should have same slide duration")
         stream = self.transformWith(lambda a, b: a.union(b), other, True)
-        # both sides partitioned by key over the same tasks (checked once shuffles are planned)
-        stream._keyed = self._keyed and other._keyed
+        # both sides partitioned by key in the same way: the same tasks hold the same keys
+        stream._keyed_by = self._keyed_by if self._keyed_by == other._keyed_by else None
         return stream
 
     def cogroup(self, other: DStream, numPartitions: int | None = None) -> DStream:
@@ -578,6 +587,10 @@ class InputDStream(DStream):
         self._taken: dict[int, tuple[list[list[Any]], list[Task | None] | None]] = {}
         # the tasks of the batch taken last, in the source's order
         self.last_tasks: list[Task] = []
+        # the keyed shuffles that group its pairs by their Kafka key within each partition
+        # (service/streaming/shuffle.py, rely_on_kafka_keys): a record without a key warns
+        self.relied_on_keys: list[str] = []
+        self._warned_keyless = False
 
     @property
     def offers_tasks(self) -> bool:
@@ -593,12 +606,35 @@ class InputDStream(DStream):
             parts = [list(records) for _, records in entries]
             self.last_tasks = [(str(tp[0]), int(tp[1])) for tp, _ in entries]
             tasks = list(self.last_tasks)
+            if self.relied_on_keys:
+                self._check_keys(parts)
         elif isinstance(self.source, PartitionedSource):
             parts = self.source.take_partitions(t)
         else:
             parts = self._ctx.parallelize(list(self.source.take_batch(t))).partitions
         self._taken[t] = (parts, tasks)
         return sum(len(p) for p in parts)
+
+    def _check_keys(self, parts: list[list[Any]]) -> None:
+        """Warn once when a partition's first record has no key (one look per partition and
+        batch: keyless topics are keyless throughout)."""
+        if self._warned_keyless:
+            return
+        for part in parts:
+            first = part[0] if part else None
+            if isinstance(first, tuple) and len(first) == 2 and first[0] is None:
+                log.warning(
+                    "stream %d: records without a key in %s, and %s groups by the Kafka key "
+                    "within each partition: keyless records are spread over the partitions, so "
+                    "their group is split (not Spark's answer). Pass "
+                    "{'dstreams.partitioned.by.key': False} in kafkaParams to shuffle them "
+                    "(docs/semantics.md)",
+                    self._id,
+                    ", ".join(getattr(self.source, "topics", ())),
+                    " and ".join(sorted(set(self.relied_on_keys))),
+                )
+                self._warned_keyless = True
+                return
 
     def _compute(self, bt: BatchTime) -> BatchRDD | None:
         taken = self._taken.pop(bt.ms, None)
@@ -640,7 +676,7 @@ class _ShuffledDStream(_TransformedDStream):
     ) -> None:
         super().__init__(prev, lambda t, rdd: func(rdd))
         self.partitions = partitions
-        self._keyed = True
+        self._keyed_by = SHUFFLED
 
 
 class _Transformed2DStream(DStream):
@@ -872,7 +908,7 @@ class _WindowedDStream(DStream):
         super().__init__(parent._ssc, [parent], slide_ms)
         self._window_ms = window_ms
         self._log = parent._keep_slices(window_ms + slide_ms, keyed, op)
-        self._keyed = parent._keyed
+        self._keyed_by = parent._keyed_by
 
     def _compute(self, bt: BatchTime) -> BatchRDD | None:
         parent = self._parents[0]
@@ -996,7 +1032,7 @@ class _ReducedWindowedDStream(DStream):
         op: str = "reduceByKeyAndWindow",
     ) -> None:
         super().__init__(reduced._ssc, [reduced], slide_ms)
-        self._keyed = reduced._keyed
+        self._keyed_by = reduced._keyed_by
         self._func = func
         self._inv = invFunc
         self._filter = filterFunc
@@ -1117,7 +1153,7 @@ class _StateDStream(DStream):
         self._state = _KeyedState(self, partitions)
         self._task_state: dict[Task, _KeyedState] = {}
         self._forced = True
-        self._keyed = True
+        self._keyed_by = SHUFFLED
 
     def _restore(self, last_ms: int | None, meta: dict[str, int]) -> None:
         super()._restore(last_ms, meta)

@@ -39,6 +39,9 @@ class DStreamGraph:
         self.batch_tasks: list[Task] = []
         # set at start() for Kafka jobs with dead letters
         self._isolation: isolation.BatchIsolation | None = None
+        # per batch, for each upstream batch time a later stage computed: how far behind
+        self.stage_delays_ms: list[int] = []
+        self._fed_by_cache: dict[int, set[int]] = {}
 
     def _check_open(self) -> None:
         if self._zero_ms is not None:
@@ -78,6 +81,7 @@ class DStreamGraph:
     def start(self, job: JobState, now_ms: int) -> int:
         """Fix the time grid (restored from the store when the job ran before); first batch time."""
         self._job = job
+        self._fed_by_cache = {}  # the graph is fixed from here on
         self.task_scoped = any(inp.offers_tasks for inp in self.inputs)
         if isolation.applies(self):
             self._isolation = isolation.BatchIsolation(self)
@@ -146,7 +150,7 @@ class DStreamGraph:
             self._compute_and_output(bt, record, 0)
         for stream in self.stage_streams(0):
             stream._end_batch(bt.ms)
-        self._run_later_stages(record)
+        self._run_later_stages(bt.ms, record)
         if self.task_scoped:
             # per task, with the task's other keys: no batch writes a job-scoped key
             for task in self.batch_tasks:
@@ -162,18 +166,22 @@ class DStreamGraph:
     def stage_outputs(self, stage: int) -> list[_OutputOp]:
         return [op for op in self.outputs if op.parent._stage == stage]
 
-    def _run_later_stages(self, record: Callable[[BaseException], None]) -> None:
+    def _run_later_stages(self, now_ms: int, record: Callable[[BaseException], None]) -> None:
         """Past a shuffle through Kafka, a stage runs the upstream batches its inputs released
         (service/streaming/shuffle.py), each at its own batch time and in order: what upstream
-        batch t produced meets in downstream batch t, as in Spark."""
+        batch t produced meets in downstream batch t, as in Spark. How many batch times later
+        than t this batch ``now_ms`` computes it is the shuffle's added latency
+        (``stage_delays_ms``)."""
         from service.streaming.dstream import BatchTime
 
+        self.stage_delays_ms = []
         for stage in sorted({s._stage for s in self.streams} - {0}):
             inputs = [i for i in self.inputs if i._stage == stage]
             for t in sorted({t for i in inputs for t in i.released_times()}):
                 ready = {id(i) for i in inputs if t in i.released_times()}
                 # a stream of another shuffle topic has not released t (yet): not run at t
                 streams = [s for s in self.stage_streams(stage) if self._fed_by(s) <= ready]
+                self.stage_delays_ms.append(now_ms - t)
                 at = BatchTime.at(t)
                 self._compute_and_output(at, record, stage, streams)
                 for stream in streams:
@@ -183,6 +191,9 @@ class DStreamGraph:
 
     def _fed_by(self, stream: DStream) -> set[int]:
         """The inputs of later stages ``stream``'s batches come from (their ids)."""
+        cached = self._fed_by_cache.get(id(stream))
+        if cached is not None:
+            return cached
         found: set[int] = set()
         todo, seen = [stream], set()
         while todo:
@@ -193,6 +204,7 @@ class DStreamGraph:
             if not s._parents and s._stage > 0:
                 found.add(id(s))
             todo.extend(s._parents)
+        self._fed_by_cache[id(stream)] = found
         return found
 
     def _compute_and_output(

@@ -22,6 +22,7 @@ from service.sinks.dead_letter import (
 )
 from service.sinks.transaction import connection_settings
 from service.sources.kafka import KafkaRecord, KafkaSource, TopicPartitionKey
+from service.streaming.dstream import KAFKA_KEYED
 
 if TYPE_CHECKING:
     from service.streaming.context import StreamingContext
@@ -39,6 +40,8 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 MAX_RATE_KEY = "spark.streaming.kafka.maxRatePerPartition"
+# not a librdkafka setting: whether the stream's records are partitioned by their key
+PARTITIONED_BY_KEY_PARAM = "dstreams.partitioned.by.key"
 
 # Spark-era (Kafka 0.8 / Java client) names and their librdkafka equivalents.
 _ALIASES = {"metadata.broker.list": "bootstrap.servers"}
@@ -232,6 +235,9 @@ class KafkaUtils:
             raise TypeError("kafkaParams should be dict")
         params = dict(kafkaParams)
         dlq_topic = params.pop(DLQ_TOPIC_PARAM, None)
+        keyed = _partitioned_by_key(
+            params.pop(PARTITIONED_BY_KEY_PARAM, None), topics, pairs=messageHandler is None
+        )
         settings = _service_settings()
         config, max_rate = kafka_consumer_params(params, settings, ssc.jobName)
         dead_letters = _dead_letters(config, settings, ssc.jobName, dlq_topic)
@@ -260,7 +266,28 @@ class KafkaUtils:
             convert=convert,
             dead_letters=dead_letters,
         )
-        return ssc._sourceStream(source)
+        stream = ssc._sourceStream(source)
+        if keyed:
+            stream._keyed_by = KAFKA_KEYED + topics[0]
+        return stream
+
+
+def _partitioned_by_key(value: Any, topics: list[str], pairs: bool) -> bool:
+    """Whether a direct stream's records count as partitioned by their key (docs/semantics.md):
+    by default its ``(key, value)`` pairs of one topic (a record's partition is its key's, as
+    the producer's default partitioner puts it; not a ``messageHandler``'s records); the
+    ``dstreams.partitioned.by.key`` kafkaParam decides either way."""
+    if value is None:
+        return pairs and len(topics) == 1
+    if not isinstance(value, bool):
+        raise TypeError(f"kafkaParams {PARTITIONED_BY_KEY_PARAM!r} should be True or False")
+    if value and len(topics) != 1:
+        raise ValueError(
+            f"kafkaParams {PARTITIONED_BY_KEY_PARAM!r}: True needs one topic; the partitions of "
+            "several topics are separate tasks, so equal keys of two topics never meet without "
+            "a shuffle (create one stream per topic)"
+        )
+    return value
 
 
 def _dead_letters(

@@ -71,6 +71,7 @@ class BatchInfo:
     _failure: str | None = None
     _state_commit_s: float | None = None
     _retry_reason: str | None = None
+    _stage_delays_ms: list[int] = field(default_factory=list)
 
     def batchTime(self) -> Time:
         return Time(self._batch_ms)
@@ -108,6 +109,11 @@ class BatchInfo:
     def state_commit_seconds(self) -> float | None:
         """How long persisting the batch's state took (not a Spark method)."""
         return self._state_commit_s
+
+    def stage_delays_ms(self) -> list[int]:
+        """Past a shuffle through Kafka, per upstream batch a later stage computed in this one,
+        how much later than that batch's time (not a Spark method): the shuffle's latency."""
+        return self._stage_delays_ms
 
     def retry_reason(self) -> str | None:
         """Why the batch was not committed and its records are taken again, when that is not a

@@ -42,6 +42,8 @@ from service.sinks.kafka import KafkaSink
 from service.sinks.transaction import connection_settings
 from service.sources.kafka import KafkaRecord, KafkaSource
 from service.streaming.dstream import (
+    KAFKA_KEYED,
+    SHUFFLED,
     BatchTime,
     DStream,
     InputDStream,
@@ -69,7 +71,7 @@ class ShuffleInputDStream(InputDStream):
         super().__init__(ssc, source)
         self.aligner = aligner
         self._stage = stage
-        self._keyed = True
+        self._keyed_by = SHUFFLED
         # batch time -> (payloads, task) per task that released it, in the batch taken last
         self._released: dict[int, list[tuple[list[Any], Task]]] = {}
 
@@ -202,11 +204,26 @@ def _partitions_of(admin: AdminClient, topics: Sequence[str]) -> list[Task]:
     return tasks
 
 
+def is_keyed_shuffle(stream: DStream) -> bool:
+    return isinstance(stream, _ShuffledDStream | _StateDStream)
+
+
 def needs_shuffle(stream: DStream) -> bool:
     """A keyed shuffle whose parent's records of one key may be in several partitions."""
-    if not isinstance(stream, _ShuffledDStream | _StateDStream):
-        return False
-    return not stream._parents[0]._keyed
+    return is_keyed_shuffle(stream) and stream._parents[0]._keyed_by is None
+
+
+def rely_on_kafka_keys(ssc: StreamingContext) -> None:
+    """The Kafka inputs whose keys a keyed shuffle groups within each partition check, now and
+    then, that their records have keys: records without one are spread over the partitions by
+    the producer, and grouping them within each partition is not Spark's answer."""
+    for stream in ssc._graph.streams:
+        keyed_by = stream._parents[0]._keyed_by if is_keyed_shuffle(stream) else None
+        if keyed_by is None or not keyed_by.startswith(KAFKA_KEYED):
+            continue
+        for inp in _kafka_inputs(stream):
+            if inp._keyed_by == keyed_by:
+                inp.relied_on_keys.append(_operator(stream))
 
 
 def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:

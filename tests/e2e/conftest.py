@@ -92,17 +92,21 @@ def start_run(
         metrics: bool = False,
         job: Path | Sequence[Path] = KEYED_COUNTER,
         redis: str | None = None,
+        join: bool = False,
     ) -> Run:
-        """``redis``: another Redis than the session's (e.g. one behind a failover proxy)."""
+        """``redis``: another Redis than the session's (e.g. one behind a failover proxy);
+        ``join``: the job also joins the input with a copy of it on a second topic."""
         input_topic, output_topic = topics
         second_output = create_topic(partitions=6)
         window_output = create_topic(partitions=6)
+        join_input = create_topic(partitions=6) if join else None
         redis = redis or redis_url
         fleet = make_fleet(
             input_topic,
             output_topic,
             second_output,
             window_output,
+            *([join_input] if join_input is not None else []),
             extra_env=env,
             job=job,
             redis_url=redis,
@@ -111,7 +115,9 @@ def start_run(
             own = {"DSTREAMS_METRICS_PORT": str(free_port())} if metrics else {}
             fleet.add(own).env.update(own)  # kept for restarts
         plan = make_plan(KEYS, records, rng)
-        producing = Producing(kafka_bootstrap, input_topic, plan, rng, rate=rate).start()
+        producing = Producing(
+            kafka_bootstrap, input_topic, plan, rng, rate=rate, mirror=join_input
+        ).start()
         return Run(
             name,
             fleet,
@@ -123,6 +129,7 @@ def start_run(
             redis,
             second_output=second_output,
             window_output=window_output,
+            join_input=join_input,
         )
 
     return start

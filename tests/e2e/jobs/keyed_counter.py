@@ -3,7 +3,8 @@ The job under test of the exactly-once harness (tests/e2e): per key, the count, 
 largest of the sequence numbers read, kept with updateStateByKey, and each batch's changed keys
 written with their new state to an output topic; and per key a sliding window of the last ten
 batches kept by reduceByKeyAndWindow with an inverse function, written every batch.
-Usage: keyed_counter.py <input topic> <output topic> [<second output topic> [<window topic>]]
+Usage: keyed_counter.py <input topic> <output topic> [<second output topic> [<window topic>
+[<join input topic>]]]
 
 Input records are keyed ``k<N>`` with the per-key sequence number as text for value; the
 checker (tests/e2e/support/checker.py) knows that key ``k`` with ``n`` records must end at
@@ -16,6 +17,12 @@ run ``a..b`` of its sequence numbers, and the four sums name ``a`` and ``b`` or 
 are no run (tests/e2e/support/windows.py). It slides every batch, so every committed record is
 in the window written with its own batch. Output values are JSON
 ``{"t": <batch ms>, "count": .., "s1": .., "s2": .., "s3": ..}``.
+
+With a join input topic (to which the producer writes a copy of every input record), each
+side's records per key and batch are summed as ``(count, sum of seq)`` by ``reduceByKey``, the
+two sides meet in a ``fullOuterJoin`` across the two topics, and ``updateStateByKey`` keeps per
+key the totals of both sides, ``((n, n(n+1)/2), (n, n(n+1)/2))`` when nothing was lost or
+counted twice on either topic: the shuffled scenarios' cross-topic join (issue 10).
 
 The same job in the two other forms a job takes (docs/jobs.md): keyed_counter_setup.py
 (``setup(ssc)``) and keyed_counter_main.py (``main()``); all three share ``build_counter``.
@@ -41,6 +48,8 @@ from service.streaming.kafka import KafkaUtils
 
 State = tuple[int, int, int]
 Sums = tuple[int, int, int, int]  # count, and the sums of seq, seq**2, seq**3
+Totals = tuple[int, int]  # count, and the sum of seq
+Joined = tuple[Totals, Totals]  # the input topic's totals, the join input topic's
 WINDOW_BATCHES = 10  # window length in batches; >= 5 slides, so the window is kept incremental
 
 
@@ -70,6 +79,26 @@ def subtract(a: Sums, b: Sums) -> Sums:
     return (a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3])
 
 
+def totals(seq: int) -> Totals:
+    return (1, seq)
+
+
+def add_totals(a: Totals, b: Totals) -> Totals:
+    return (a[0] + b[0], a[1] + b[1])
+
+
+def update_joined(
+    pairs: Iterable[tuple[Totals | None, Totals | None]], last: Joined | None
+) -> Joined:
+    left, right = last or ((0, 0), (0, 0))
+    for a, b in pairs:
+        if a is not None:
+            left = add_totals(left, a)
+        if b is not None:
+            right = add_totals(right, b)
+    return (left, right)
+
+
 def window_json(t: datetime, sums: Sums) -> str:
     count, s1, s2, s3 = sums
     batch_ms = round(t.timestamp() * 1000)
@@ -91,10 +120,10 @@ def kafka_params() -> dict[str, object]:
 
 
 def topics_from_argv() -> tuple[str, ...]:
-    if len(sys.argv) not in (3, 4, 5):
+    if len(sys.argv) not in (3, 4, 5, 6):
         print(
             "Usage: keyed_counter.py <input topic> <output topic> "
-            "[<second output topic> [<window topic>]]",
+            "[<second output topic> [<window topic> [<join input topic>]]]",
             file=sys.stderr,
         )
         sys.exit(2)
@@ -112,12 +141,20 @@ def build_counter(
     output_topic: str,
     second_output: str | None = None,
     window_output: str | None = None,
+    join_input: str | None = None,
 ) -> None:
     """The job's graph: per-key state, and each batch's changed keys to the output topic (and
     the same to a second one through a second KafkaSink), and the per-key window to a third:
-    all the sinks commit in one transaction."""
+    all the sinks commit in one transaction. With ``join_input``, the totals of a join of the
+    two input topics as state too."""
     records = KafkaUtils.createDirectStream(ssc, [input_topic], kafka_params())
     seqs = records.map(lambda kv: (kv[0], int(kv[1])))
+    if join_input is not None:
+        copies = KafkaUtils.createDirectStream(ssc, [join_input], kafka_params())
+        left = seqs.mapValues(totals).reduceByKey(add_totals)
+        right = copies.map(lambda kv: (kv[0], totals(int(kv[1])))).reduceByKey(add_totals)
+        # the state is the result: an output operation only makes the stream run, as in Spark
+        left.fullOuterJoin(right).updateStateByKey(update_joined).foreachRDD(lambda rdd: None)
     states = seqs.updateStateByKey(update)
     # only the keys of this batch, with their new state
     changed = states.join(seqs.reduceByKey(lambda a, b: a)).map(

@@ -59,8 +59,11 @@ class Producing:
         rng: random.Random,
         rate: float | None = None,
         extra: Sequence[tuple[bytes | None, bytes | None]] = (),
+        mirror: str | None = None,
     ) -> None:
         self.records = interleave(plan, rng)
+        # a second topic that gets a copy of every plan record (a join's other side)
+        self._mirror = mirror
         # records outside the plan (e.g. poison ones), each sent just before the plan record at a
         # random place; they carry no sequence number, and ``extra_delivered`` tells where each
         # landed as (partition, offset, key, value). No extra: the rng is not drawn from.
@@ -119,10 +122,17 @@ class Producing:
             }
         )
 
-        def send(key: str | bytes | None, value: str | bytes | None, on_delivery: Any) -> None:
+        def send(
+            key: str | bytes | None,
+            value: str | bytes | None,
+            on_delivery: Any,
+            topic: str | None = None,
+        ) -> None:
             while True:
                 try:
-                    producer.produce(self._topic, key=key, value=value, on_delivery=on_delivery)
+                    producer.produce(
+                        topic or self._topic, key=key, value=value, on_delivery=on_delivery
+                    )
                     return
                 except BufferError:
                     producer.poll(0.1)
@@ -136,6 +146,8 @@ class Producing:
             for extra_key, extra_value in self.extra_at.get(i, ()):
                 send(extra_key, extra_value, extra_delivered)
             send(key, str(seq), delivered)
+            if self._mirror is not None:
+                send(key, str(seq), delivered, self._mirror)
             producer.poll(0)
             self.sent = i + 1
         for extra_key, extra_value in self.extra_at.get(len(self.records), ()):
@@ -174,11 +186,19 @@ def wait_drained(
     timeout_s: float = 180.0,
     quiet_s: float = 4.0,
     on_tick: Callable[[], object] | None = None,
+    more_inputs: Sequence[str] = (),
+    job_name: str | None = None,
 ) -> Drain:
-    """Until the group's lag on the input is 0 and the output topics stopped growing, with no
-    transaction left open on them (its last stable offset, what a ``read_committed`` reader may
-    read up to, is its high watermark; a killed instance's open transaction holds it back
+    """Until the group's lag on the inputs is 0, the job's downstream stages read their
+    repartition topics past what was there then, and the output topics stopped growing, with
+    no transaction left open on them (its last stable offset, what a ``read_committed`` reader
+    may read up to, is its high watermark; a killed instance's open transaction holds it back
     until the broker aborts it).
+
+    A shuffled job's stage past a repartition topic ``<job>-repartition-<n>`` (its group
+    ``<group>-shuffle-<n>``) may still be rebalancing when the input is drained and the outputs
+    are quiet: its lag is never 0 (markers keep coming each batch), so it must have committed
+    beyond each partition's end as it stood once the input lag was 0.
 
     Never judges speed: the timeout only bounds a run that will not drain at all.
     """
@@ -197,14 +217,20 @@ def wait_drained(
     started = time.monotonic()
     lag, out_total = -1, -1
     quiet_since: float | None = None
+    # per repartition topic partition, its end once the inputs were drained
+    downstream_ends: dict[tuple[str, int], int] | None = None
     try:
         while time.monotonic() - started < timeout_s:
             if on_tick is not None:
                 on_tick()
             try:
-                highs = _high_watermarks(consumer, input_topic)
+                highs = {
+                    (topic, p): high
+                    for topic in (input_topic, *more_inputs)
+                    for p, high in _high_watermarks(consumer, topic).items()
+                }
                 committed = consumer.committed(
-                    [TopicPartition(input_topic, p) for p in highs], timeout=30
+                    [TopicPartition(topic, p) for topic, p in highs], timeout=30
                 )
                 outputs = (output_topic, *more_outputs)
                 out_now = sum(sum(_high_watermarks(consumer, t).values()) for t in outputs)
@@ -212,7 +238,17 @@ def wait_drained(
             except Exception:  # a broker restarting: ask again
                 time.sleep(1.0)
                 continue
-            lag = sum(highs[tp.partition] - max(tp.offset, 0) for tp in committed)
+            lag = sum(highs[tp.topic, tp.partition] - max(tp.offset, 0) for tp in committed)
+            behind = 0
+            if lag == 0 and job_name is not None:
+                try:
+                    if downstream_ends is None:
+                        downstream_ends = _repartition_ends(consumer, job_name)
+                    behind = _downstream_behind(bootstrap, group_id, job_name, downstream_ends)
+                except Exception:
+                    time.sleep(1.0)
+                    continue
+            lag += behind
             if out_now != out_total or lag != 0 or out_written != out_now:
                 out_total, quiet_since = out_now, None
             elif quiet_since is None:
@@ -226,33 +262,108 @@ def wait_drained(
         uncommitted.close()
 
 
-def read_state(redis_url: str, job_name: str) -> dict[str, tuple[int, int, int]]:
-    """The job's per-key state from every state map of the job (global or partition-scoped).
-
-    A key found in several maps is summed, so a copy left behind shows as doubled. A
-    ``redis+cluster://`` URL reads every master of the cluster.
-    """
+def _state_values(redis_url: str, job_name: str) -> list[tuple[str, Any]]:
+    """Every ``(key, value)`` of every state map of the job (global or partition-scoped), the
+    engine's ``(partition, seq, value)`` unwrapped to the job's value. A ``redis+cluster://``
+    URL reads every master of the cluster."""
     client = connect(redis_url)
-    state: dict[str, tuple[int, int, int]] = {}
+    found: list[tuple[str, Any]] = []
     try:
         for name in client.scan_iter(match=f"dstreams:*{job_name}*:s*:state", count=1000):
             fields: dict[bytes, bytes] = client.hgetall(name)  # type: ignore[assignment]
             for raw_key, raw_value in fields.items():
                 key, value = loads(raw_key), loads(raw_value)
-                # the engine stores (partition, seq, value): unwrap to the job's (count, sum, max)
                 if isinstance(value, tuple) and len(value) == 3 and isinstance(value[2], tuple):
                     value = value[2]
-                if len(value) == 4:  # the window's sums (tests/e2e/support/windows.py)
-                    continue
-                count, total, top = value
-                if key in state:
-                    c, s, m = state[key]
-                    state[key] = (c + count, s + total, max(m, top))
-                else:
-                    state[key] = (int(count), int(total), int(top))
+                found.append((key, value))
     finally:
         client.close()
+    return found
+
+
+def _repartition_ends(consumer: Consumer, job_name: str) -> dict[tuple[str, int], int]:
+    topics = consumer.list_topics(timeout=30).topics
+    prefix = f"{job_name}-repartition-"
+    return {
+        (topic, p): high
+        for topic in topics
+        if topic.startswith(prefix)
+        for p, high in _high_watermarks(consumer, topic).items()
+    }
+
+
+def _downstream_behind(
+    bootstrap: str, group_id: str, job_name: str, ends: Mapping[tuple[str, int], int]
+) -> int:
+    """How many repartition partitions the downstream groups have not committed past
+    ``ends`` on."""
+    behind = 0
+    for topic in sorted({t for t, _ in ends}):
+        index = topic.rsplit("-", 1)[1]
+        reader = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{group_id}-shuffle-{index}",
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            partitions = [TopicPartition(topic, p) for t, p in ends if t == topic]
+            for tp in reader.committed(partitions, timeout=30):
+                behind += int(tp.offset < ends[topic, tp.partition])
+        finally:
+            reader.close()
+    return behind
+
+
+def read_state(redis_url: str, job_name: str) -> dict[str, tuple[int, int, int]]:
+    """The job's per-key ``(count, sum, max)``; a key found in several maps is summed, so a
+    copy left behind shows as doubled."""
+    state: dict[str, tuple[int, int, int]] = {}
+    for key, value in _state_values(redis_url, job_name):
+        # the window's four sums (tests/e2e/support/windows.py) and the join's two totals
+        # are other streams' states
+        if len(value) != 3:
+            continue
+        count, total, top = value
+        if key in state:
+            c, s, m = state[key]
+            state[key] = (c + count, s + total, max(m, top))
+        else:
+            state[key] = (int(count), int(total), int(top))
     return state
+
+
+Totals = tuple[int, int]
+
+
+def read_joined_state(redis_url: str, job_name: str) -> dict[str, tuple[Totals, Totals]]:
+    """The cross-topic join's per-key totals of both sides (summed over maps, as above)."""
+    state: dict[str, tuple[Totals, Totals]] = {}
+    for key, value in _state_values(redis_url, job_name):
+        if len(value) != 2:
+            continue
+        (n1, s1), (n2, s2) = value
+        (m1, t1), (m2, t2) = state.get(key, ((0, 0), (0, 0)))
+        state[key] = ((m1 + n1, t1 + s1), (m2 + n2, t2 + s2))
+    return state
+
+
+def verify_joined(
+    plan: Mapping[str, int], joined: Mapping[str, tuple[Totals, Totals]]
+) -> list[str]:
+    """Every key's join state against the plan: both topics carry each record once, so both
+    sides must total ``(n, n(n+1)/2)``; one line per key that does not."""
+    wrong = []
+    for key, n in sorted(plan.items()):
+        expected = ((n, n * (n + 1) // 2),) * 2
+        got = joined.get(key)
+        if got != expected:
+            wrong.append(f"{key}: join state {got}, expected {expected}")
+    wrong += [
+        f"{key}: join state for a key never produced" for key in sorted(set(joined) - set(plan))
+    ]
+    return wrong
 
 
 def ledger_shards(redis_url: str, job_name: str) -> int:
@@ -319,6 +430,7 @@ class Report:
     bad_keys: int = 0  # state differs from (n, n(n+1)/2, n) at all (sum/max too)
     output_mismatch: int = 0  # keys whose last output differs from the state, not below it
     window: WindowVerdict | None = None  # the sliding window's verdict, when the job has one
+    joined_wrong: int | None = None  # keys whose cross-topic join state is wrong (None: no join)
     fenced: int | None = None  # from the service's logs; None: nothing there logs it yet
     duplicates_refused: int | None = None
     drained: bool = True
@@ -336,6 +448,7 @@ class Report:
             and self.bad_keys == 0
             and self.output_mismatch == 0
             and (self.window is None or self.window.exact)
+            and not self.joined_wrong
         )
 
     def summary(self) -> str:

@@ -18,9 +18,11 @@ from tests.e2e.support.checker import (
     Producing,
     Report,
     ledger_shards,
+    read_joined_state,
     read_output,
     read_state,
     verify,
+    verify_joined,
     wait_drained,
 )
 from tests.e2e.support.fleet import Fleet, Instance
@@ -53,6 +55,8 @@ class Run:
     second_output: str | None = None
     # the topic of the job's sliding window (tests/e2e/support/windows.py)
     window_output: str | None = None
+    # the join's second input topic, a copy of the input (tests/e2e/jobs/keyed_counter.py)
+    join_input: str | None = None
 
     def while_producing(self, seconds: float) -> None:
         """Sleep up to ``seconds`` while reviving instances that died on their own."""
@@ -74,6 +78,8 @@ class Run:
             *[t for t in (self.second_output, self.window_output) if t is not None],
             # revive what dies meanwhile: draining needs members
             on_tick=self.fleet.revive,
+            more_inputs=[self.join_input] if self.join_input is not None else [],
+            job_name=self.fleet.job_name,
         )
         state = read_state(self.redis_url, self.fleet.job_name)
         report = verify(
@@ -99,6 +105,10 @@ class Run:
                 read_output(self.kafka_bootstrap, self.window_output),
                 read_window_state(self.redis_url, self.fleet.job_name),
             )
+        if self.join_input is not None:
+            wrong = verify_joined(self.plan, read_joined_state(self.redis_url, self.fleet.job_name))
+            report.joined_wrong = len(wrong)
+            report.examples += wrong
         if not drain.drained:
             report.notes.append(f"not drained after {drain.waited_s:.0f} s, lag {drain.lag}")
         if ledger_shards(self.redis_url, self.fleet.job_name):
@@ -152,6 +162,7 @@ def assert_exact(report: Report) -> None:
     assert report.lost_output == 0, report.summary()
     assert report.bad_keys == 0 and report.output_mismatch == 0, report.summary()
     assert report.window is None or report.window.exact, report.summary()
+    assert not report.joined_wrong, report.summary()
 
 
 def random_kills(run: Run, rng: random.Random, trials: int, gap_s: tuple[float, float]) -> int:

@@ -39,8 +39,10 @@ def _produce(bootstrap: str, topic: str, words: list[str]) -> None:
     assert producer.flush(30) == 0
 
 
-def _count(redis_url: str, bootstrap: str, topic: str, job: str, total: int) -> dict[str, int]:
-    """Run a word count (context built directly) until the ledger covers ``total`` records."""
+def _word_count(
+    redis_url: str, bootstrap: str, topic: str, job: str
+) -> tuple[StreamingContext, dict[str, int]]:
+    """A word count on a context built directly, and the latest count per word it output."""
     latest: dict[str, int] = {}
     ssc = StreamingContext(0.3, jobName=job)
     ssc.checkpoint(redis_url)
@@ -51,6 +53,12 @@ def _count(redis_url: str, bootstrap: str, topic: str, job: str, total: int) -> 
         lambda new, last: sum(new) + (last or 0)
     )
     counts.foreachRDD(lambda rdd: latest.update(rdd.collect()))
+    return ssc, latest
+
+
+def _count(redis_url: str, bootstrap: str, topic: str, job: str, total: int) -> dict[str, int]:
+    """Run the word count until the ledger covers ``total`` records."""
+    ssc, latest = _word_count(redis_url, bootstrap, topic, job)
     ledger = BatchLedger(redis.Redis.from_url(redis_url))
     ssc.start()
     try:
@@ -145,3 +153,56 @@ def test_reset_refuses_while_an_instance_runs(
         assert client.exists(Shard(job, topic, 0).ledger_key)
     finally:
         member.close()
+
+
+def _count_shuffled(
+    redis_url: str, bootstrap: str, topic: str, job: str, total: int
+) -> dict[str, int]:
+    """The word count with DSTREAMS_SHUFFLE=kafka (its pairs re-keyed through a repartition
+    topic, so the ledger of the input runs ahead of the counts) until the counts cover
+    ``total`` records, then one more second: a count above it shows."""
+    ssc, latest = _word_count(redis_url, bootstrap, topic, job)
+    ssc.start()
+    try:
+        give_up = time.monotonic() + WAIT_SECONDS
+        while sum(latest.values()) < total:
+            assert time.monotonic() < give_up, f"counts {latest}, {total} records produced"
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        ssc.stop()
+    return dict(latest)
+
+
+def test_reset_of_a_shuffling_job_takes_its_shuffle_groups_and_internal_topics(
+    redis_url: str,
+    kafka_bootstrap: str,
+    kafka_admin: AdminClient,
+    create_topic: Callable[..., str],
+    client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Left behind, the downstream group's offsets and the repartition topic's records of old
+    batches would be read into the new state."""
+    monkeypatch.setenv("DSTREAMS_SHUFFLE", "kafka")
+    topic = create_topic(partitions=PARTITIONS)
+    job = f"reset-shuffled-{uuid.uuid4().hex[:8]}"
+    words = ["a", "b", "a", "c"] * 5
+    _produce(kafka_bootstrap, topic, words)
+    expected = {"a": 10, "b": 5, "c": 5}
+    assert _count_shuffled(redis_url, kafka_bootstrap, topic, job, len(words)) == expected
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    internal, downstream = f"{job}-repartition-0", f"dstreams-{job}-shuffle-0"
+    assert cli_main(["reset", job]) == 2
+    said = capsys.readouterr().out
+    assert f"shuffle groups {downstream} and internal topics {internal}" in said
+    assert cli_main(["reset", job, "--yes"]) == 0
+    groups = {g.group_id for g in kafka_admin.list_consumer_groups().result(timeout=30).valid}
+    assert downstream not in groups and f"dstreams-{job}" not in groups
+    assert internal not in kafka_admin.list_topics(timeout=30).topics
+
+    # afresh: the topic is made again at start, and the whole input counted once
+    assert _count_shuffled(redis_url, kafka_bootstrap, topic, job, len(words)) == expected

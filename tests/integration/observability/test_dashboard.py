@@ -35,7 +35,9 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "dstreams.json"
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 
 # An output that raises on a poison record: its batches are retried (reason "outputs") until
-# the record's attempts reach the maximum and it is dead-lettered (docs/dead-letters.md).
+# the record's attempts reach the maximum and it is dead-lettered (docs/dead-letters.md). Run
+# with DSTREAMS_SHUFFLE=kafka, the state's re-keyed pairs go through a repartition topic, for
+# the shuffle panels.
 JOB = """
 import sys
 
@@ -170,6 +172,7 @@ def test_every_panel_query_returns_series(
         "DSTREAMS_JOB_NAME": job_name,
         "DSTREAMS_BATCH_INTERVAL_SECONDS": "0.5",
         "DSTREAMS_METRICS_PORT": str(metrics_port),
+        "DSTREAMS_SHUFFLE": "kafka",
     }
     job = start(
         [sys.executable, "-m", "service", "run", str(job_file), producing],
@@ -217,6 +220,7 @@ def test_every_panel_query_returns_series(
             "dstreams_dependency_up",
             "dstreams_dead_letters_total",
             "dstreams_kafka_partition_events_total",
+            "dstreams_shuffle_stage_delay_seconds_bucket",
         ]
 
         def exported() -> bool:

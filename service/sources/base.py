@@ -7,7 +7,12 @@ scheduler. It learns that a batch is durable (results and state persisted) only 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
+
+# a polling source's turn while another one has records too (seconds)
+FILL_TURN_S = 0.02
 
 
 class InputSource(Protocol):
@@ -50,3 +55,43 @@ class TaskSource(Protocol):
     ``CommittedSource``."""
 
     def take_tasks(self, batch_time_ms: int) -> list[tuple[tuple[str, int], list[Any]]]: ...
+
+
+@runtime_checkable
+class PollingSource(Protocol):
+    """A source that waits for records by polling a client (Kafka): ``fill`` blocks."""
+
+    def fill_turn(self, deadline: float) -> int:
+        """``fill``, and how many records arrived (0: none)."""
+        ...
+
+
+def fill_all(sources: Sequence[InputSource], deadline: float) -> None:
+    """Every source buffers until ``deadline``.
+
+    Polling sources take turns of ``FILL_TURN_S``; one that had nothing on its last turn is
+    only asked, not waited for, while another has records. (One source polling until the
+    deadline left the next a single poll per slice: a second topic, or a repartition topic
+    read back, drained at a few thousand records a second.)
+    """
+    polling = [s for s in sources if isinstance(s, PollingSource)]
+    for source in sources:
+        if not isinstance(source, PollingSource):
+            source.fill(deadline)
+    if len(polling) == 1:
+        polling[0].fill_turn(deadline)
+        return
+    idle: set[int] = set()
+    while polling:
+        for index, source in enumerate(polling):
+            now = time.monotonic()
+            others_busy = len(idle) < len(polling)
+            turn_ends = now if index in idle and others_busy else min(deadline, now + FILL_TURN_S)
+            if source.fill_turn(turn_ends):
+                idle.discard(index)
+            else:
+                idle.add(index)
+        # a round where nothing arrived ends the fill early (the scheduler calls again): no
+        # spinning when every partition is paused at its cap
+        if time.monotonic() >= deadline or len(idle) == len(polling):
+            return

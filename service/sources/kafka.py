@@ -477,9 +477,13 @@ class KafkaSource:
         return starts
 
     def fill(self, deadline: float) -> None:
+        self.fill_turn(deadline)
+
+    def fill_turn(self, deadline: float) -> int:
         consumer = self._require_consumer()
         if self._owner.fenced:
             self._reclaim_fenced(consumer)
+        arrived = 0
         while True:
             # Always poll once, even past the deadline or with every partition paused: rebalance
             # callbacks run only inside consume(), and a member that never polls stalls its group.
@@ -487,6 +491,7 @@ class KafkaSource:
             idle = remaining <= 0 or self._all_paused()
             timeout = 0.0 if idle else min(remaining, _MAX_POLL_SECONDS)
             messages = consumer.consume(num_messages=_CONSUME_BATCH, timeout=timeout)
+            arrived += len(messages)
             to_pause: list[TopicPartitionKey] = []
             for message in messages:
                 record = self._record(message)
@@ -502,7 +507,7 @@ class KafkaSource:
                 consumer.pause([TopicPartition(t, p) for t, p in to_pause])
                 self._paused.update(to_pause)
             if idle:
-                return
+                return arrived
 
     def take_batch(self, batch_time_ms: int) -> list[Any]:
         return [x for part in self.take_partitions(batch_time_ms) for x in part]

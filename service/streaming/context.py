@@ -21,7 +21,7 @@ from service.runtime.crashpoints import CrashPoints
 from service.runtime.outage import Backoff, is_outage
 from service.runtime.scheduler import BatchScheduler
 from service.sinks.kafka import bind_outputs
-from service.sources.base import InputSource
+from service.sources.base import InputSource, fill_all
 from service.state.base import StateStore, StateWrites
 from service.state.memory_store import MemoryStateStore
 from service.state.redis_store import RedisStateStore, is_redis_url
@@ -409,8 +409,7 @@ class StreamingContext:
         self._scheduler.start()
 
     def _fill_sources(self, deadline: float) -> None:
-        for source in self._sources:
-            source.fill(deadline)
+        fill_all(self._sources, deadline)
 
     def _notify(self, method: str, event: Any) -> None:
         for listener in self._listeners:

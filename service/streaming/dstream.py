@@ -1229,8 +1229,11 @@ class _OutputOp:
         try:
             rdd = self.parent._get_or_compute(bt)
             if rdd is not None:
-                self.func(bt.dt, rdd)
+                self._deliver(bt, rdd)
         except Exception:
             # a failed run's transactional writes must not reach a later, successful run's commit
             self.parent._ssc._outputFailed(bt.ms)
             raise
+
+    def _deliver(self, bt: BatchTime, rdd: BatchRDD) -> None:
+        self.func(bt.dt, rdd)

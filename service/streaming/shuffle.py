@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka.admin import AdminClient
@@ -105,6 +106,10 @@ class ShuffleInputDStream(InputDStream):
     def released_times(self) -> list[int]:
         return sorted(self._released)
 
+    def released_tasks(self, t: int) -> list[Task]:
+        """The tasks that released batch time ``t`` in the batch taken last."""
+        return [task for _, task in self._released.get(t, ())]
+
     def _compute(self, bt: BatchTime) -> BatchRDD | None:
         parts = self._released.get(bt.ms)
         if parts is None:
@@ -116,7 +121,9 @@ class RepartitionSink(KafkaSink):
     """The upstream side of one shuffle: pairs to their key's partition, then the markers.
 
     A ``KafkaSink`` so that it writes in the batch's shared transaction and skips what a replay
-    already published. Markers are written at ``precommit``, after every pair of the batch.
+    already published. Markers are written at ``precommit``, after every pair of the batch: in
+    the first stage for every upstream task of the batch (written to or not), in a later stage
+    (a shuffle after a shuffle) for each batch time it wrote, by the tasks that released it.
     """
 
     def __init__(
@@ -125,24 +132,31 @@ class RepartitionSink(KafkaSink):
         topic: str,
         partitions: int,
         tag: int,
-        upstream_of_batch: Callable[[], list[Task]],
+        upstream_at: Callable[[int], list[Task]],
+        first_stage: bool = True,
     ) -> None:
         shared = connection_settings(template.consumer_config)
         super().__init__(str(shared.pop("bootstrap.servers")), topic, producer_config=shared)
         self.partitions = partitions
         self.tag = tag
-        self._upstream_of_batch = upstream_of_batch
-        # the upstream tasks this sink marks through each batch: one sink per topic marks for
-        # all of the topic's writers (``plan``), so no marker is written twice
-        self.marked: Callable[[], list[Task]] | None = upstream_of_batch
+        self._upstream_at = upstream_at
+        self._first_stage = first_stage
+        self._written: dict[int, list[Task]] = {}
+        # the batches and tasks this sink marks: one sink per topic marks for all of the
+        # topic's writers (``plan``), so no marker is written twice
+        self.marked: Callable[[int], dict[int, list[Task]]] | None = self.marks
 
-    def __call__(self, rdd: Any) -> None:
+    def begin(self, batch_ms: int) -> None:
+        super().begin(batch_ms)
+        self._written = {}
+
+    def write_batch(self, batch_ms: int, rdd: BatchRDD) -> None:
+        """The pairs of ``rdd``, computed for batch time ``batch_ms`` (in a later stage, an
+        upstream batch released in this one)."""
         transaction = self._transaction
         if transaction is None:
             raise RuntimeError("a shuffle through Kafka needs the job's batch transaction")
-        batch_ms = self._batch_ms
-        assert batch_ms is not None
-        owned = self._upstream_of_batch()
+        owned = self._upstream_at(batch_ms)
         for task, part in zip(rdd.tasks, rdd.partitions, strict=True):
             # a mixed partition (e.g. a global aggregation's pairs) is written on behalf of a
             # task of this batch: its marker follows in the same transaction all the same
@@ -157,18 +171,35 @@ class RepartitionSink(KafkaSink):
                 key, value, headers = data_record(pair[0], (self.tag, pair), batch_ms, origin)
                 partition = partition_for(pair[0], self.partitions)
                 transaction.produce(self.topic, key, value, headers, partition)
+        if not self._first_stage:
+            self._written[batch_ms] = owned
+
+    def marks(self, batch_ms: int) -> dict[int, list[Task]]:
+        """Per batch time, the upstream tasks through it once this batch commits."""
+        if self._first_stage:
+            return {batch_ms: self._upstream_at(batch_ms)}
+        return dict(self._written)
 
     def precommit(self, batch_ms: int, groups: Sequence[GroupOffsets]) -> None:
         transaction = self._transaction
         if transaction is None:
             return
-        for origin in self.marked() if self.marked is not None else ():
-            if origin in self._skipped:
-                continue  # the crashed owner marked this batch's records as it published them
-            headers = marker_record(batch_ms, origin)
-            for partition in range(self.partitions):
-                transaction.produce(self.topic, None, None, headers, partition)
+        marks = self.marked(batch_ms) if self.marked is not None else {}
+        for through in sorted(marks):
+            for origin in dict.fromkeys(marks[through]):
+                if origin in self._skipped:
+                    continue  # the crashed owner marked this batch's records as it published them
+                headers = marker_record(through, origin)
+                for partition in range(self.partitions):
+                    transaction.produce(self.topic, None, None, headers, partition)
         super().precommit(batch_ms, groups)
+
+
+class _RepartitionOp(_OutputOp):
+    """The output op of a ``RepartitionSink``: it needs the batch time in ms."""
+
+    def _deliver(self, bt: BatchTime, rdd: BatchRDD) -> None:
+        self.func(bt.ms, rdd)
 
 
 def _decode(record: KafkaRecord) -> ShuffleRecord:
@@ -226,55 +257,113 @@ def rely_on_kafka_keys(ssc: StreamingContext) -> None:
                 inp.relied_on_keys.append(_operator(stream))
 
 
+@dataclass
+class _Step:
+    """One shuffle to route through Kafka: its stage, topic and upstream tasks."""
+
+    stream: DStream
+    stage: int  # 1 past the inputs, one more past each shuffle before it
+    template: KafkaSource  # the connection settings its clients copy
+    upstream: list[Task]
+    partitions: int
+    topic: str = ""
+
+
+def _nearest(parent: DStream, wanted: set[int]) -> tuple[list[DStream], list[InputDStream]]:
+    """The shuffles and the inputs ``parent``'s batches come from, not looking past a shuffle."""
+    shuffles: list[DStream] = []
+    inputs: list[InputDStream] = []
+    seen: set[int] = set()
+    todo = [parent]
+    while todo:
+        s = todo.pop()
+        if s._id in seen:
+            continue
+        seen.add(s._id)
+        if id(s) in wanted:
+            shuffles.append(s)
+        elif isinstance(s, InputDStream):
+            inputs.append(s)
+        else:
+            todo.extend(s._parents)
+    return shuffles, inputs
+
+
+def _steps(ssc: StreamingContext, admin: AdminClient, wanted: list[DStream]) -> list[_Step]:
+    """Each shuffle's stage, upstream tasks and topic; raises for what is not built."""
+    wanted_ids = {id(s) for s in wanted}
+    steps: dict[int, _Step] = {}
+    topics: dict[tuple[int, int], str] = {}  # (stage, partitions) -> topic
+    for stream in wanted:  # construction order: a shuffle's upstream shuffles come first
+        before, inputs = _nearest(stream._parents[0], wanted_ids)
+        if before and inputs:
+            raise NotImplementedError(
+                f"{type(stream).__name__} (stream {stream._id}) combines a shuffle's result with "
+                "an input's records not shuffled (e.g. a join of a reduceByKey's result with a "
+                "topic): not built yet (issue 10); shuffle the input's side first too "
+                "(e.g. its own reduceByKey or groupByKey), or run with DSTREAMS_SHUFFLE=partition"
+            )
+        if before:
+            feeding = {(steps[id(b)].stage, steps[id(b)].topic) for b in before}
+            if len(feeding) > 1:
+                raise ValueError(
+                    f"stream {stream._id} ({type(stream).__name__}) shuffles the results of "
+                    "shuffles with different numPartitions or stages: give them one numPartitions"
+                )
+            first = steps[id(before[0])]
+            stage, template = first.stage + 1, first.template
+            upstream = [(first.topic, p) for p in range(first.partitions)]
+        else:
+            sources = [i.source for i in inputs if isinstance(i.source, KafkaSource)]
+            if not sources or len(sources) != len(inputs):
+                raise ValueError("a shuffle through Kafka needs Kafka inputs only")
+            stage, template = 1, sources[0]
+            upstream = _partitions_of(admin, sorted({t for s in sources for t in s.topics}))
+        declared = stream.partitions if isinstance(stream, _ShuffledDStream) else None
+        partitions = declared if declared is not None else len(upstream)
+        # shuffles of one stage into one partition count share a topic, each parent's pairs
+        # tagged: co-partitioned and released together, so a join of their results meets
+        # within each task at each batch time
+        group = (stage, partitions)
+        if group not in topics:
+            topics[group] = repartition_topic(ssc.jobName, len(topics))
+        steps[id(stream)] = _Step(stream, stage, template, upstream, partitions, topics[group])
+    return list(steps.values())
+
+
 def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
     """Route every shuffle that needs it through a repartition topic; the topics' names.
 
-    Runs at start, before the graph is fixed. Raises (before anything is changed) for what is
-    not built yet: a shuffle past a shuffle, a shuffle of a non-Kafka input.
+    Runs at start, before the graph is fixed. A shuffle after a shuffle reads the first one's
+    tasks as its upstream, one stage later. Raises (before anything is changed) for what is
+    not built yet: a shuffle of a shuffle's result with an input's records, a shuffle of a
+    non-Kafka input.
     """
     graph = ssc._graph
-    wanted = [s for s in list(graph.streams) if needs_shuffle(s)]
-    wanted_ids = {id(s) for s in wanted}
-    steps: list[tuple[DStream, list[KafkaSource], list[Task]]] = []
-    for stream in wanted:
-        parent = stream._parents[0]
-        lineage = _lineage(parent)
-        inputs = [s for s in lineage if isinstance(s, InputDStream)]
-        sources = [i.source for i in inputs if isinstance(i.source, KafkaSource)]
-        if any(id(s) in wanted_ids for s in lineage):
-            raise NotImplementedError(
-                f"{type(stream).__name__}: a second shuffle through Kafka after a first is not "
-                "built yet (issue 10); key the stream once, or run with DSTREAMS_SHUFFLE=partition"
-            )
-        if not sources or len(sources) != len(inputs):
-            raise ValueError("a shuffle through Kafka needs Kafka inputs only")
-        inputs_topics = sorted({t for s in sources for t in s.topics})
-        steps.append((stream, sources, _partitions_of(admin, inputs_topics)))
+    steps = _steps(ssc, admin, [s for s in list(graph.streams) if needs_shuffle(s)])
+    groups: dict[str, list[_Step]] = {}
+    for step in steps:
+        groups.setdefault(step.topic, []).append(step)
+    # every topic exists before the graph changes: a retry after an outage plans afresh
+    for topic, members in groups.items():
+        ensure_topic(admin, topic, members[0].partitions)
 
-    # All shuffles into one partition count share a topic, each parent's pairs tagged: they
-    # are co-partitioned and released together, so a join of their results meets within each
-    # task at each batch time. Every topic exists before the graph changes: a retry after an
-    # outage plans afresh.
-    groups: dict[int, list[tuple[DStream, list[KafkaSource], list[Task]]]] = {}
-    for stream, sources, upstream in steps:
-        declared = stream.partitions if isinstance(stream, _ShuffledDStream) else None
-        partitions = declared if declared is not None else len(upstream)
-        groups.setdefault(partitions, []).append((stream, sources, upstream))
-    topic_of = {n: repartition_topic(ssc.jobName, index) for index, n in enumerate(groups)}
-    for partitions, topic in topic_of.items():
-        ensure_topic(admin, topic, partitions)
-
-    for index, (partitions, members) in enumerate(groups.items()):
-        topic = topic_of[partitions]
-        upstream = sorted({t for _, _, tasks in members for t in tasks})
-        shuffle_input = _reader(ssc, members[0][1][0], upstream, topic, index, admin)
+    # stage by stage: a later stage's writers read the streams an earlier one rewired
+    for index, (topic, members) in enumerate(groups.items()):
+        stage, partitions = members[0].stage, members[0].partitions
+        upstream = sorted({t for m in members for t in m.upstream})
+        template = members[0].template
+        shuffle_input = _reader(ssc, template, upstream, topic, index, stage, admin)
         parents: dict[int, DStream] = {}
         sinks: list[RepartitionSink] = []
-        for stream, sources, _ in members:
+        for step in members:
+            stream = step.stream
             parent = stream._parents[0]
             if parent._id not in parents:
                 tag = len(parents)
-                sink, read_back = _writer(ssc, parent, sources, shuffle_input, partitions, tag)
+                sink, read_back = _writer(
+                    ssc, parent, template, shuffle_input, partitions, stage, tag
+                )
                 parents[parent._id] = read_back
                 sinks.append(sink)
             stream._parents = [parents[parent._id]]
@@ -282,16 +371,17 @@ def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
                 stream.initial_partition = functools.partial(partition_for, partitions=partitions)
         _mark_once(sinks)
         log.info(
-            "job %s: %s shuffle through %s (%d partitions, %d upstream tasks)",
+            "job %s: %s shuffle through %s (stage %d, %d partitions, %d upstream tasks)",
             ssc.jobName,
-            ", ".join(_operator(s) for s, _, _ in members),
+            ", ".join(_operator(m.stream) for m in members),
             topic,
+            stage,
             partitions,
             len(upstream),
         )
-    _restage(ssc)
+        _restage(ssc)
     _check_one_shuffle_input_each(ssc)
-    return list(topic_of.values())
+    return list(groups)
 
 
 def _reader(
@@ -300,6 +390,7 @@ def _reader(
     upstream: list[Task],
     topic: str,
     index: int,
+    stage: int,
     admin: AdminClient,
 ) -> ShuffleInputDStream:
     """The input that reads ``topic`` back, in a consumer group of its own; what its tasks
@@ -317,7 +408,7 @@ def _reader(
         after_persist=Purger(admin).persisted,
     )
     aligner = BatchAligner(upstream, ssc.batchDurationMs)
-    shuffle_input = ShuffleInputDStream(ssc, source, aligner, 1)
+    shuffle_input = ShuffleInputDStream(ssc, source, aligner, stage)
     ssc._graph.add_input(shuffle_input)
     ssc._sources.append(source)
     return shuffle_input
@@ -326,22 +417,28 @@ def _reader(
 def _writer(
     ssc: StreamingContext,
     parent: DStream,
-    sources: list[KafkaSource],
+    template: KafkaSource,
     shuffle_input: ShuffleInputDStream,
     partitions: int,
+    stage: int,
     tag: int,
 ) -> tuple[RepartitionSink, DStream]:
     """The sink that writes ``parent``'s pairs tagged ``tag``, and the stream of them read back
-    (what the shuffles of ``parent`` now read)."""
-    inputs = [i for i in _kafka_inputs(parent) if i.source in sources]
+    (what the shuffles of ``parent`` now read). Its upstream tasks at a batch time are, in the
+    first stage, the inputs' tasks of the batch; in a later one, the earlier shuffle's tasks
+    that released that time."""
+    inputs = _kafka_inputs(parent)
 
-    def upstream_of_batch() -> list[Task]:
-        return [t for i in inputs for t in i.last_tasks]
+    def upstream_at(batch_ms: int) -> list[Task]:
+        if stage == 1:
+            return [t for i in inputs for t in i.last_tasks]
+        shuffled = [i for i in inputs if isinstance(i, ShuffleInputDStream)]
+        return [t for i in shuffled for t in i.released_tasks(batch_ms)]
 
     source = shuffle_input.source
     assert isinstance(source, KafkaSource)
-    sink = RepartitionSink(sources[0], source.topics[0], partitions, tag, upstream_of_batch)
-    ssc._graph.add_output(_OutputOp(parent, lambda t, rdd: sink(rdd)))
+    sink = RepartitionSink(template, source.topics[0], partitions, tag, upstream_at, stage == 1)
+    ssc._graph.add_output(_RepartitionOp(parent, sink.write_batch))
     ssc._addBatchParticipant(sink)
 
     def select(rdd: BatchRDD) -> BatchRDD:
@@ -354,8 +451,12 @@ def _mark_once(sinks: list[RepartitionSink]) -> None:
     """The first writer of a topic marks every upstream task of the batch, once each."""
     writers = [s.marked for s in sinks if s.marked is not None]
 
-    def every_upstream_task() -> list[Task]:
-        return list(dict.fromkeys(t for tasks_of in writers for t in tasks_of()))
+    def every_upstream_task(batch_ms: int) -> dict[int, list[Task]]:
+        merged: dict[int, list[Task]] = {}
+        for marks_of in writers:
+            for through, tasks in marks_of(batch_ms).items():
+                merged.setdefault(through, []).extend(tasks)
+        return {t: list(dict.fromkeys(tasks)) for t, tasks in merged.items()}
 
     for sink in sinks[1:]:
         sink.marked = None

@@ -58,7 +58,6 @@ LAYOUT_DEPENDENT = {
 # Not built yet (issue 10 stays open for them); each differs loudly or raises, none silently.
 IN_TRANSFORM = "an RDD shuffle inside transform/transformWith groups within each task"
 NOT_BUILT = {
-    "reduceByKeyAndWindow_no_inverse_filter_count": "a second shuffle after a first (refused)",
     "transformWith_subtract": IN_TRANSFORM,
     "transformWith_time_arity_join": IN_TRANSFORM,
     "transformWith_union_distinct": IN_TRANSFORM,

@@ -65,10 +65,11 @@ class Settings(BaseSettings):
     redis_wait_replicas: int = Field(default=0, ge=0)
     redis_wait_aof: bool = False
     redis_wait_timeout_ms: int = Field(default=1000, ge=1)
-    # keyed shuffles of a Kafka job: "partition" groups within each input partition (Spark's
-    # answer when a key's records share a partition), "kafka" routes them through repartition
-    # topics so they group across partitions and instances (docs/semantics.md)
-    shuffle: Literal["partition", "kafka"] = "partition"
+    # keyed shuffles of a Kafka job: "kafka" routes those whose stream is not partitioned by
+    # its key through repartition topics, so they group across partitions and instances as in
+    # Spark; "partition" groups every one within its input partition (Spark's answer only when
+    # a key's records share a partition; docs/semantics.md)
+    shuffle: Literal["partition", "kafka"] = "kafka"
 
     @field_validator("redis_url")
     @classmethod

@@ -121,8 +121,10 @@ class System:
 _EOS_OURS = "Redis ledger for state and offsets, output in Kafka transactions"
 # the cost of a shuffle through Kafka (issue 10): the same job, its re-keyed pairs written to a
 # repartition topic and read back by the downstream tasks
-_SHUFFLED = (("DSTREAMS_SHUFFLE", "kafka"),)
-_EOS_SHUFFLED = f"{_EOS_OURS}; DSTREAMS_SHUFFLE=kafka (pairs through <job>-repartition-0)"
+_SHUFFLED = (("BENCH_SHUFFLE", "1"),)
+_EOS_SHUFFLED = (
+    f"{_EOS_OURS}; input declared not partitioned by key: pairs through <job>-repartition-0"
+)
 SYSTEMS = [
     System("ours", "kafka-dstreams", "exactly-once", _EOS_OURS),
     System("ours3", "kafka-dstreams", "exactly-once", _EOS_OURS, 3),

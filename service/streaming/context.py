@@ -321,7 +321,7 @@ class StreamingContext:
 
         if settings().shuffle != "kafka":
             shuffle.warn_partition_scoped(self)
-        else:
+        elif shuffle.wanted_shuffles(self):
             admin = shuffle.admin_for(self)
             self._while_unavailable("Kafka", lambda: shuffle.plan(self, admin))
         shuffle.rely_on_kafka_keys(self)

@@ -244,6 +244,17 @@ def needs_shuffle(stream: DStream) -> bool:
     return is_keyed_shuffle(stream) and stream._parents[0]._keyed_by is None
 
 
+def wanted_shuffles(ssc: StreamingContext) -> list[DStream]:
+    """The shuffles to route through Kafka: those that need one, of streams read from Kafka
+    (a task source of another kind, as tests use, keeps the in-partition path)."""
+    return [
+        s
+        for s in list(ssc._graph.streams)
+        if needs_shuffle(s)
+        and any(isinstance(i.source, KafkaSource) for i in _kafka_inputs(s._parents[0]))
+    ]
+
+
 def rely_on_kafka_keys(ssc: StreamingContext) -> None:
     """The Kafka inputs whose keys a keyed shuffle groups within each partition check, now and
     then, that their records have keys: records without one are spread over the partitions by
@@ -339,8 +350,7 @@ def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
     not built yet: a shuffle of a shuffle's result with an input's records, a shuffle of a
     non-Kafka input.
     """
-    graph = ssc._graph
-    steps = _steps(ssc, admin, [s for s in list(graph.streams) if needs_shuffle(s)])
+    steps = _steps(ssc, admin, wanted_shuffles(ssc))
     groups: dict[str, list[_Step]] = {}
     for step in steps:
         groups.setdefault(step.topic, []).append(step)

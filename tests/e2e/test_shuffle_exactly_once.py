@@ -2,8 +2,9 @@
 ``DSTREAMS_SHUFFLE=kafka``, whose state and window stages read repartition topics, joined
 with a second topic.
 
-The input is keyed, but the job re-keys it with a plain ``map`` (not declared key-preserving),
-so ``updateStateByKey``, ``reduceByKey`` and ``reduceByKeyAndWindow`` all shuffle, through one
+The input is keyed, but the job declares it not partitioned by key
+(``dstreams.partitioned.by.key``: False, through ``E2E_SHUFFLE_INPUT``), so
+``updateStateByKey``, ``reduceByKey`` and ``reduceByKeyAndWindow`` all shuffle, through one
 repartition topic (they have one partition count), each parent's pairs tagged; its partitions
 are the downstream tasks, where the join of the state with the batch's keys meets. With
 ``join=True`` the producer also writes a copy of every record to a second topic, and per-batch
@@ -29,7 +30,7 @@ from service.runtime.crashpoints import STEPS
 from tests.e2e.support.fleet import every_form
 from tests.e2e.support.scenario import StartRun, assert_exact, random_kills, seeded
 
-SHUFFLE = {"DSTREAMS_SHUFFLE": "kafka"}
+SHUFFLE = {"DSTREAMS_SHUFFLE": "kafka", "E2E_SHUFFLE_INPUT": "1"}
 
 
 def test_shuffled_baseline(start_run: StartRun) -> None:

@@ -28,6 +28,8 @@ The same job in the two other forms a job takes (docs/jobs.md): keyed_counter_se
 (``setup(ssc)``) and keyed_counter_main.py (``main()``); all three share ``build_counter``.
 
 Brokers, Redis, job name, consumer group and batch interval come from the runner's settings.
+``E2E_SHUFFLE_INPUT=1`` (test-only) declares the input not partitioned by key, so every keyed
+operation shuffles through a repartition topic (tests/e2e/test_shuffle_exactly_once.py).
 ``session.timeout.ms`` is 6 s so that a killed instance's partitions move on quickly;
 ``DSTREAMS_MAX_POLL_INTERVAL_MS`` (test-only, optional) lowers ``max.poll.interval.ms`` so that a
 stopped instance is evicted from the group within a test; ``E2E_FLUSH_TIMEOUT_S`` (test-only,
@@ -116,6 +118,9 @@ def kafka_params() -> dict[str, object]:
     max_poll = os.environ.get("DSTREAMS_MAX_POLL_INTERVAL_MS")
     if max_poll:
         params["max.poll.interval.ms"] = int(max_poll)
+    if os.environ.get("E2E_SHUFFLE_INPUT") == "1":
+        # the shuffled scenarios: every keyed operation goes through a repartition topic
+        params["dstreams.partitioned.by.key"] = False
     return params
 
 
@@ -148,11 +153,12 @@ def build_counter(
     all the sinks commit in one transaction. With ``join_input``, the totals of a join of the
     two input topics as state too."""
     records = KafkaUtils.createDirectStream(ssc, [input_topic], kafka_params())
-    seqs = records.map(lambda kv: (kv[0], int(kv[1])))
+    # keyed by the Kafka key: grouped within each partition, unless E2E_SHUFFLE_INPUT
+    seqs = records.mapValues(int)
     if join_input is not None:
         copies = KafkaUtils.createDirectStream(ssc, [join_input], kafka_params())
         left = seqs.mapValues(totals).reduceByKey(add_totals)
-        right = copies.map(lambda kv: (kv[0], totals(int(kv[1])))).reduceByKey(add_totals)
+        right = copies.mapValues(lambda v: totals(int(v))).reduceByKey(add_totals)
         # the state is the result: an output operation only makes the stream run, as in Spark
         left.fullOuterJoin(right).updateStateByKey(update_joined).foreachRDD(lambda rdd: None)
     states = seqs.updateStateByKey(update)

@@ -267,7 +267,9 @@ class StreamingContext:
         streams = list(dstreams)
         if not streams:
             raise ValueError("should have at least one DStream to transform")
-        return MultiTransformedDStream(streams, transformFunc)
+        stream = MultiTransformedDStream(streams, transformFunc)
+        stream._user_rdd_function = True
+        return stream
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _open_store(self) -> StateStore:
@@ -325,6 +327,7 @@ class StreamingContext:
             admin = shuffle.admin_for(self)
             self._while_unavailable("Kafka", lambda: shuffle.plan(self, admin))
         shuffle.rely_on_kafka_keys(self)
+        shuffle.warn_functions_on_tasks(self)
 
     def _while_unavailable(self, dependency: str, step: Callable[[], _T]) -> _T:
         """``step()``, taken again after a growing pause while ``dependency`` is unavailable."""

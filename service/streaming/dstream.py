@@ -149,9 +149,25 @@ class DStream:
         # pairs of one Kafka topic, by the producer's key (as Kafka Streams takes a source
         # topic); SHUFFLED: a shuffle's output; anything key-preserving after them keeps it
         self._keyed_by: str | None = None
+        # how ``_keyed_by`` follows the parents (``_derive_keying``): "none", "copy" (the first
+        # parent's: a key-preserving step), "common" (the parents', when all agree: a union),
+        # "own" (set by the stream itself: inputs, shuffles)
+        self._keying = "none"
+        # a job's function runs on its batches' RDDs (transform, transformWith): a shuffle
+        # inside groups within each task (service/streaming/shuffle.py warns at start)
+        self._user_rdd_function = False
         self._id = ssc._graph.register(self)
 
     # -- engine ------------------------------------------------------------------------------
+    def _derive_keying(self) -> None:
+        """``_keyed_by`` from the parents by the stream's rule (again after a plan rewired
+        them)."""
+        if self._keying == "copy":
+            self._keyed_by = self._parents[0]._keyed_by
+        elif self._keying == "common":
+            first = self._parents[0]._keyed_by
+            self._keyed_by = first if all(p._keyed_by == first for p in self._parents) else None
+
     @property
     def _slideDuration(self) -> float:
         return self._slide_ms / 1000.0
@@ -264,18 +280,23 @@ class DStream:
 
     def transform(self, func: Callable[..., Any]) -> DStream:
         """``func(rdd)`` or ``func(time, rdd)``; returning None yields no batch at that time."""
-        return _TransformedDStream(self, with_time(func, 1, "func"))
+        stream = _TransformedDStream(self, with_time(func, 1, "func"))
+        stream._user_rdd_function = True
+        return stream
 
     def _narrow(self, func: Callable[[BatchRDD], BatchRDD], keeps_keys: bool) -> DStream:
         """A partition-wise step; ``keeps_keys``: each record keeps its key (and partition)."""
         stream = _TransformedDStream(self, lambda t, rdd: func(rdd))
-        stream._keyed_by = self._keyed_by if keeps_keys else None
+        stream._keying = "copy" if keeps_keys else "none"
+        stream._derive_keying()
         return stream
 
     def transformWith(
         self, func: Callable[..., Any], other: DStream, keepSerializer: bool = False
     ) -> DStream:
-        return _Transformed2DStream(self, other, with_time(func, 2, "func"))
+        stream = _Transformed2DStream(self, other, with_time(func, 2, "func"))
+        stream._user_rdd_function = True
+        return stream
 
     def foreachRDD(self, func: Callable[..., Any]) -> None:
         self._ssc._graph.add_output(_OutputOp(self, with_time(func, 1, "func")))
@@ -361,7 +382,9 @@ class DStream:
 
     def reduce(self, func: Callable[[Any, Any], Any]) -> DStream:
         """One result per batch, as in Spark, also under Kafka inputs (its partition is mixed)."""
-        pairs = self.transform(lambda rdd: _pairs_without_task(rdd, lambda x: (None, x)))
+        pairs = _TransformedDStream(
+            self, lambda t, rdd: _pairs_without_task(rdd, lambda x: (None, x))
+        )
         return pairs.reduceByKey(func, 1).map(lambda x: x[1])
 
     def countByValue(self) -> DStream:
@@ -402,14 +425,15 @@ class DStream:
         return _ShuffledDStream(self, lambda rdd: rdd.groupByKey(n), numPartitions)
 
     def repartition(self, numPartitions: int) -> DStream:
-        return self.transform(lambda rdd: rdd.repartition(numPartitions))
+        return _TransformedDStream(self, lambda t, rdd: rdd.repartition(numPartitions))
 
     def union(self, other: DStream) -> DStream:
         if self._slide_ms != other._slide_ms:
             raise ValueError("the two DStream should have same slide duration")
-        stream = self.transformWith(lambda a, b: a.union(b), other, True)
+        stream = _Transformed2DStream(self, other, lambda t, a, b: a.union(b))
         # both sides partitioned by key in the same way: the same tasks hold the same keys
-        stream._keyed_by = self._keyed_by if self._keyed_by == other._keyed_by else None
+        stream._keying = "common"
+        stream._derive_keying()
         return stream
 
     def cogroup(self, other: DStream, numPartitions: int | None = None) -> DStream:
@@ -464,7 +488,7 @@ class DStream:
         slideDuration: float | None,
         op: str,
     ) -> DStream:
-        keyed = self.transform(lambda rdd: _pairs_without_task(rdd, lambda x: (1, x)))
+        keyed = _TransformedDStream(self, lambda t, rdd: _pairs_without_task(rdd, lambda x: (1, x)))
         reduced = keyed._reduce_by_key_and_window(
             reduceFunc, invReduceFunc, windowDuration, slideDuration, 1, None, op
         )
@@ -676,7 +700,9 @@ class _ShuffledDStream(_TransformedDStream):
     ) -> None:
         super().__init__(prev, lambda t, rdd: func(rdd))
         self.partitions = partitions
-        self._keyed_by = SHUFFLED
+        # put in by the plan to bring a side into another shuffle's topic: always through Kafka
+        self.co_partitions = False
+        self._keyed_by, self._keying = SHUFFLED, "own"
 
 
 class _Transformed2DStream(DStream):
@@ -908,7 +934,8 @@ class _WindowedDStream(DStream):
         super().__init__(parent._ssc, [parent], slide_ms)
         self._window_ms = window_ms
         self._log = parent._keep_slices(window_ms + slide_ms, keyed, op)
-        self._keyed_by = parent._keyed_by
+        self._keying = "copy"
+        self._derive_keying()
 
     def _compute(self, bt: BatchTime) -> BatchRDD | None:
         parent = self._parents[0]
@@ -1032,7 +1059,8 @@ class _ReducedWindowedDStream(DStream):
         op: str = "reduceByKeyAndWindow",
     ) -> None:
         super().__init__(reduced._ssc, [reduced], slide_ms)
-        self._keyed_by = reduced._keyed_by
+        self._keying = "copy"
+        self._derive_keying()
         self._func = func
         self._inv = invFunc
         self._filter = filterFunc
@@ -1153,7 +1181,7 @@ class _StateDStream(DStream):
         self._state = _KeyedState(self, partitions)
         self._task_state: dict[Task, _KeyedState] = {}
         self._forced = True
-        self._keyed_by = SHUFFLED
+        self._keyed_by, self._keying = SHUFFLED, "own"
 
     def _restore(self, last_ms: int | None, meta: dict[str, int]) -> None:
         super()._restore(last_ms, meta)

@@ -268,7 +268,7 @@ class KafkaUtils:
         )
         stream = ssc._sourceStream(source)
         if keyed:
-            stream._keyed_by = KAFKA_KEYED + topics[0]
+            stream._keyed_by, stream._keying = KAFKA_KEYED + topics[0], "own"
         return stream
 
 

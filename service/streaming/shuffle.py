@@ -72,7 +72,7 @@ class ShuffleInputDStream(InputDStream):
         super().__init__(ssc, source)
         self.aligner = aligner
         self._stage = stage
-        self._keyed_by = SHUFFLED
+        self._keyed_by, self._keying = SHUFFLED, "own"
         # batch time -> (payloads, task) per task that released it, in the batch taken last
         self._released: dict[int, list[tuple[list[Any], Task]]] = {}
 
@@ -240,7 +240,10 @@ def is_keyed_shuffle(stream: DStream) -> bool:
 
 
 def needs_shuffle(stream: DStream) -> bool:
-    """A keyed shuffle whose parent's records of one key may be in several partitions."""
+    """A keyed shuffle whose parent's records of one key may be in several partitions (or one
+    the plan put in to co-partition a side with another: ``_shuffle_unshuffled_sides``)."""
+    if isinstance(stream, _ShuffledDStream) and stream.co_partitions:
+        return True
     return is_keyed_shuffle(stream) and stream._parents[0]._keyed_by is None
 
 
@@ -342,6 +345,43 @@ def _steps(ssc: StreamingContext, admin: AdminClient, wanted: list[DStream]) -> 
     return list(steps.values())
 
 
+def _effective_partitions(admin: AdminClient, shuffle: DStream) -> int:
+    """A first-stage shuffle's partition count: ``numPartitions``, else its inputs'."""
+    declared = shuffle.partitions if isinstance(shuffle, _ShuffledDStream) else None
+    if declared is not None:
+        return declared
+    sources = [i.source for i in _kafka_inputs(shuffle._parents[0])]
+    topics = sorted({t for s in sources if isinstance(s, KafkaSource) for t in s.topics})
+    return len(_partitions_of(admin, topics))
+
+
+def _shuffle_unshuffled_sides(ssc: StreamingContext, admin: AdminClient) -> None:
+    """A stream merging a shuffle's result with records not shuffled (a join of a
+    ``reduceByKey``'s result with a topic's pairs) gets the other side shuffled too, into the
+    first side's partition count, so that both come from one repartition topic: Spark shuffles
+    both sides of such a join. Idempotent: a plan taken again finds nothing left to do."""
+    graph = ssc._graph
+    for merge in list(graph.streams):
+        if len(merge._parents) < 2:
+            continue
+        wanted = {id(s) for s in wanted_shuffles(ssc)}
+        sides = [_nearest(parent, wanted) for parent in merge._parents]
+        shuffled = [before[0] for before, inputs in sides if before and not inputs]
+        if not shuffled or all(before for before, _ in sides):
+            continue
+        first = shuffled[0]
+        if _nearest(first._parents[0], wanted)[0]:
+            continue  # past a second shuffle: not built, refused by the plan
+        partitions = _effective_partitions(admin, first)
+        for index, (before, inputs) in enumerate(sides):
+            if inputs and not before:
+                side = _ShuffledDStream(merge._parents[index], lambda rdd: rdd, partitions)
+                side.co_partitions = True
+                merge._parents[index] = side
+        for stream in graph.streams:
+            stream._derive_keying()
+
+
 def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
     """Route every shuffle that needs it through a repartition topic; the topics' names.
 
@@ -350,6 +390,7 @@ def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
     not built yet: a shuffle of a shuffle's result with an input's records, a shuffle of a
     non-Kafka input.
     """
+    _shuffle_unshuffled_sides(ssc, admin)
     steps = _steps(ssc, admin, wanted_shuffles(ssc))
     groups: dict[str, list[_Step]] = {}
     for step in steps:
@@ -485,10 +526,16 @@ def _check_one_shuffle_input_each(ssc: StreamingContext) -> None:
 
 
 def _restage(ssc: StreamingContext) -> None:
-    """Stages follow the rewired parents (construction order is a topological order)."""
-    for stream in ssc._graph.streams:
-        if stream._parents:
-            stream._stage = max(p._stage for p in stream._parents)
+    """Stages follow the rewired parents (until nothing changes: a stream the plan inserted
+    comes after the streams it feeds in construction order)."""
+    changed = True
+    while changed:
+        changed = False
+        for stream in ssc._graph.streams:
+            if stream._parents:
+                stage = max(p._stage for p in stream._parents)
+                changed |= stage != stream._stage
+                stream._stage = stage
 
 
 def admin_for(ssc: StreamingContext) -> AdminClient:
@@ -529,4 +576,35 @@ def warn_partition_scoped(ssc: StreamingContext) -> None:
             _operator(stream),
             stream._id,
             across,
+        )
+
+
+_FUNCTION_OPERATORS = {
+    "_TransformedDStream": "transform",
+    "_Transformed2DStream": "transformWith",
+    "MultiTransformedDStream": "StreamingContext.transform",
+}
+
+
+def warn_functions_on_tasks(ssc: StreamingContext) -> None:
+    """Say which of the job's RDD functions see each Kafka partition's records apart: a
+    shuffle inside ``transform`` (``rdd.distinct()``, ``rdd.join(...)``, ``sortBy``,
+    ``zipWithIndex``) groups within each task, where Spark's covers the whole batch."""
+    for stream in ssc._graph.streams:
+        if not stream._user_rdd_function:
+            continue
+        if all(p._keyed_by is not None for p in stream._parents):
+            continue  # its records of one key share a task: keyed RDD shuffles inside are right
+        if not any(isinstance(i.source, KafkaSource) for i in _kafka_inputs(stream)):
+            continue
+        operator = _FUNCTION_OPERATORS.get(type(stream).__name__, type(stream).__name__)
+        log.warning(
+            "job %s: the function of %s (stream %d) runs on one RDD partition per Kafka "
+            "partition, on each instance's share of the batch: a shuffle inside it (distinct, "
+            "join, subtract, sortBy, zipWithIndex, ...) groups within each partition, not "
+            "across the batch as in Spark. The DStream operators (transform(...).reduceByKey, "
+            "DStream.join, ...) shuffle across partitions and instances (docs/semantics.md)",
+            ssc.jobName,
+            operator,
+            stream._id,
         )

@@ -20,7 +20,7 @@ def test_demo_counts_words_live_and_stops_with_exit_0(kafka_bootstrap: str, redi
         "DSTREAMS_JOB_NAME": job_name,
     }
     result = subprocess.run(
-        [sys.executable, "-m", "service", "demo", "--seconds", "8", "--lines-per-second", "10"],
+        [sys.executable, "-m", "service", "demo", "--seconds", "12", "--lines-per-second", "10"],
         env=env,
         capture_output=True,
         text=True,
@@ -39,10 +39,13 @@ def test_demo_counts_words_live_and_stops_with_exit_0(kafka_bootstrap: str, redi
     for word, ns in seen_twice.items():
         assert ns == sorted(ns) and ns[-1] > ns[0], f"{word}: a running count grows: {ns}"
 
-    # the running counts are in Redis under the input partition's keys, beside the ledger that
-    # records how far the partition was read (docs/state-schema.md, docs/exactly-once.md)
+    # the words of the lines are re-keyed, so the running counts are in Redis under the keys of
+    # the repartition topic's partitions (the tasks past the shuffle), each beside its ledger;
+    # the input partition's ledger records how far the input was read (docs/state-schema.md,
+    # docs/exactly-once.md)
     client = redis.Redis.from_url(redis_url)
     shard = f"dstreams:{{{job_name}:wordcount-input:0}}"
-    keys = client.keys(f"{shard}:*")
-    assert any(key.endswith(b":state") for key in keys), keys
     assert int(client.hget(f"{shard}:ledger", "next_offset") or 0) > 0
+    downstream = client.keys(f"dstreams:{{{job_name}:{job_name}-repartition-0:*}}:*")
+    assert any(key.endswith(b":state") for key in downstream), downstream
+    assert any(key.endswith(b":ledger") for key in downstream), downstream

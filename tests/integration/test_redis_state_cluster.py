@@ -257,7 +257,7 @@ def _run(
         records = KafkaUtils.createDirectStream(
             ssc, [topic], {"metadata.broker.list": bootstrap, "group.id": f"dstreams-{job}"}
         )
-        states = records.map(lambda kv: (kv[0], int(kv[1]))).updateStateByKey(_add)
+        states = records.mapValues(int).updateStateByKey(_add)
         states.foreachRDD(lambda rdd: latest.update(rdd.collect()))
         return ssc
 

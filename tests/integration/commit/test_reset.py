@@ -40,18 +40,18 @@ def _produce(bootstrap: str, topic: str, words: list[str]) -> None:
 
 
 def _word_count(
-    redis_url: str, bootstrap: str, topic: str, job: str
+    redis_url: str, bootstrap: str, topic: str, job: str, shuffled: bool = False
 ) -> tuple[StreamingContext, dict[str, int]]:
-    """A word count on a context built directly, and the latest count per word it output."""
+    """A word count on a context built directly, and the latest count per word it output;
+    ``shuffled``: re-keyed with ``map``, so its state is past a repartition topic."""
     latest: dict[str, int] = {}
     ssc = StreamingContext(0.3, jobName=job)
     ssc.checkpoint(redis_url)
     records = KafkaUtils.createDirectStream(
         ssc, [topic], {"metadata.broker.list": bootstrap, "group.id": f"dstreams-{job}"}
     )
-    counts = records.map(lambda kv: (kv[0], 1)).updateStateByKey(
-        lambda new, last: sum(new) + (last or 0)
-    )
+    ones = records.map(lambda kv: (kv[0], 1)) if shuffled else records.mapValues(lambda _: 1)
+    counts = ones.updateStateByKey(lambda new, last: sum(new) + (last or 0))
     counts.foreachRDD(lambda rdd: latest.update(rdd.collect()))
     return ssc, latest
 
@@ -158,10 +158,10 @@ def test_reset_refuses_while_an_instance_runs(
 def _count_shuffled(
     redis_url: str, bootstrap: str, topic: str, job: str, total: int
 ) -> dict[str, int]:
-    """The word count with DSTREAMS_SHUFFLE=kafka (its pairs re-keyed through a repartition
-    topic, so the ledger of the input runs ahead of the counts) until the counts cover
+    """The word count re-keyed through a repartition topic (so the ledger of the input runs
+    ahead of the counts) until the counts cover
     ``total`` records, then one more second: a count above it shows."""
-    ssc, latest = _word_count(redis_url, bootstrap, topic, job)
+    ssc, latest = _word_count(redis_url, bootstrap, topic, job, shuffled=True)
     ssc.start()
     try:
         give_up = time.monotonic() + WAIT_SECONDS

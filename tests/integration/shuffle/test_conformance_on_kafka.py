@@ -18,6 +18,7 @@ the reason, and every other case must match.
 from __future__ import annotations
 
 import ast
+import operator
 import time
 import uuid
 from datetime import datetime
@@ -28,7 +29,7 @@ from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from tests.conformance import Case, Output, normalize_batch
-from tests.conformance.cases import BATCH_DURATION, CASES_BY_NAME
+from tests.conformance.cases import BATCH_DURATION, CASES_BY_NAME, LEFT, RIGHT
 from tests.integration.test_pyspark_conformance import batch_diff, expected_batches
 from tests.support.kafka import new_topic
 
@@ -192,6 +193,14 @@ def kafka_run(
 def run_on_kafka(
     names: list[str], kafka_bootstrap: str, kafka_admin: Any, redis_url: str
 ) -> dict[str, list[Output]]:
+    return run_cases_on_kafka(
+        [CASES_BY_NAME[name] for name in names], kafka_bootstrap, kafka_admin, redis_url
+    )
+
+
+def run_cases_on_kafka(
+    cases: list[Case], kafka_bootstrap: str, kafka_admin: Any, redis_url: str
+) -> dict[str, list[Output]]:
     """Cases as one job of two instances: each case reads topics of its own and its shuffles
     share the job's repartition topics (one per partition count, as any job's). Each case's
     merged outputs."""
@@ -200,7 +209,6 @@ def run_on_kafka(
     from service.streaming.kafka import KafkaUtils
     from service.streaming.testing import run_batches
 
-    cases = [CASES_BY_NAME[name] for name in names]
     topics = {
         c.name: [new_topic(kafka_admin, partitions=PARTITIONS) for _ in c.inputs] for c in cases
     }
@@ -272,3 +280,27 @@ def test_every_case_runs_on_kafka_input_or_says_why_not() -> None:
     left_out = {n: eligible(c) for n, c in CASES_BY_NAME.items() if eligible(c) is not None}
     assert set(left_out) | set(ON_KAFKA) == set(CASES_BY_NAME)
     assert all(left_out.values())
+
+
+def test_a_shuffled_result_joined_with_a_topic_meets_it_batch_for_batch(
+    kafka_bootstrap: str, kafka_admin: Any, redis_url: str
+) -> None:
+    """A join of a reduceByKey's result with another topic's pairs (not a recorded case): the
+    other side is shuffled too, into the first side's repartition topic, as Spark shuffles both
+    sides of a join; per batch, Spark's answer is the batch's totals joined with its pairs."""
+    case = Case(
+        "reduceByKey_then_join",
+        (LEFT, RIGHT),
+        5,
+        lambda ssc, a, b: a.reduceByKey(operator.add).join(b),
+    )
+    [got] = run_cases_on_kafka([case], kafka_bootstrap, kafka_admin, redis_url).values()
+    expected: list[Output] = []
+    for k in range(case.num_batches):
+        totals: dict[str, int] = {}
+        for key, value in LEFT[k] if k < len(LEFT) else []:
+            totals[key] = totals.get(key, 0) + value
+        right = RIGHT[k] if k < len(RIGHT) else []
+        joined = [(key, (totals[key], v)) for key, v in right if key in totals]
+        expected.append(normalize_batch(joined))
+    assert got == expected

@@ -1,5 +1,4 @@
-"""Planning shuffles through Kafka on a real broker: stages and topics, and what is not built
-refused at start."""
+"""Planning shuffles through Kafka on a real broker: stages, topics and upstream tasks."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import operator
 import uuid
 from collections.abc import Callable
 
-import pytest
 from confluent_kafka.admin import AdminClient
 
 from service.streaming import StreamingContext
@@ -37,13 +35,13 @@ def test_a_shuffle_after_a_shuffle_reads_the_first_ones_tasks_one_stage_later(
     assert len(described[first].partitions) == 3 and len(described[second].partitions) == 1
 
 
-def test_a_shuffle_of_a_shuffled_result_with_a_topic_is_refused_before_anything_changes(
+def test_a_shuffled_result_joined_with_a_topic_gets_the_topic_shuffled_into_its_partitions(
     kafka_bootstrap: str, kafka_admin: AdminClient, create_topic: Callable[..., str]
 ) -> None:
-    """Its two sides would be written at different stages: not built, said at start with the
-    way out, instead of a job whose output silently never runs."""
-    orders, users = create_topic(partitions=3), create_topic(partitions=3)
-    ssc = StreamingContext(0.2, jobName="mixed-shuffle")
+    """The topic's side is shuffled too, into the totals' partition count: one repartition
+    topic, both sides tagged in it, and the join within each task (no second stage)."""
+    orders, users = create_topic(partitions=3), create_topic(partitions=2)
+    ssc = StreamingContext(0.2, jobName=f"mixed-{uuid.uuid4().hex[:6]}")
     params = {"metadata.broker.list": kafka_bootstrap}
     totals = (
         KafkaUtils.createDirectStream(ssc, [orders], params)
@@ -51,9 +49,10 @@ def test_a_shuffle_of_a_shuffled_result_with_a_topic_is_refused_before_anything_
         .reduceByKey(operator.add)
     )
     names = KafkaUtils.createDirectStream(ssc, [users], params)
-    totals.join(names).foreachRDD(lambda r: None)
-    streams = list(ssc._graph.streams)
-    with pytest.raises(NotImplementedError, match="shuffle the input's side first too"):
-        plan(ssc, kafka_admin)
-    assert ssc._graph.streams == streams
-    assert all(s._stage == 0 for s in streams)
+    joined = totals.join(names)
+    joined.foreachRDD(lambda r: None)
+    [topic] = plan(ssc, kafka_admin)
+    [reader] = [s for s in ssc._graph.inputs if isinstance(s, ShuffleInputDStream)]
+    assert reader.aligner.upstream == {(orders, p) for p in range(3)} | {(users, 0), (users, 1)}
+    assert len(kafka_admin.list_topics(timeout=30).topics[topic].partitions) == 3
+    assert joined._stage == 1

@@ -27,7 +27,7 @@ if __name__ == "__main__":
         ssc = StreamingContext(conf.batch_interval_seconds, jobName=conf.job_name or "counter")
         ssc.checkpoint(conf.redis_url)
         records = KafkaUtils.createDirectStream(ssc, [input_topic], {})
-        ones = records.map(lambda kv: (kv[0], 1))
+        ones = records.mapValues(lambda _: 1)  # keyed by the Kafka key: in-partition
         counts = ones.updateStateByKey(update)
         changed = counts.join(ones.reduceByKey(lambda a, b: a)).map(lambda kv: (kv[0], kv[1][0]))
         changed.foreachRDD(KafkaSink(conf.kafka_bootstrap_servers, output_topic))

@@ -104,7 +104,7 @@ def counting_job(
     ssc = StreamingContext(0.3, jobName=job)
     ssc.checkpoint(redis_url)
     params = {"metadata.broker.list": bootstrap, "group.id": job, MAX_RATE_KEY: 20}
-    ones = KafkaUtils.createDirectStream(ssc, [topic_in], params).map(lambda kv: (kv[0], 1))
+    ones = KafkaUtils.createDirectStream(ssc, [topic_in], params).mapValues(lambda _: 1)
     counts = ones.updateStateByKey(lambda vs, last: (last or 0) + sum(vs))
     changed = counts.join(ones.reduceByKey(lambda a, b: a)).map(lambda kv: (kv[0], kv[1][0]))
     sink = KafkaSink(bootstrap, topic_out, producer_factory=producer_factory)

@@ -13,7 +13,12 @@ import pytest
 from service.streaming import DStream, StreamingContext
 from service.streaming.dstream import InputDStream
 from service.streaming.kafka import KafkaUtils
-from service.streaming.shuffle import needs_shuffle, rely_on_kafka_keys, warn_partition_scoped
+from service.streaming.shuffle import (
+    needs_shuffle,
+    rely_on_kafka_keys,
+    warn_functions_on_tasks,
+    warn_partition_scoped,
+)
 
 PARAMS = {"metadata.broker.list": "127.0.0.1:9"}
 
@@ -110,3 +115,22 @@ def test_an_input_whose_keys_nothing_groups_by_is_not_checked() -> None:
     rely_on_kafka_keys(ssc)
     [inp] = [s for s in ssc._graph.streams if isinstance(s, InputDStream)]
     assert inp.relied_on_keys == []
+
+
+def test_a_transform_of_records_not_partitioned_by_key_is_named_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An RDD shuffle inside it groups within each partition: said, since Spark's does not."""
+    ssc = StreamingContext(1.0, jobName="functions")
+    lines = direct(ssc, "lines").map(lambda kv: kv[1])
+    lines.transform(lambda rdd: rdd.distinct()).foreachRDD(lambda rdd: None)
+    pairs = direct(ssc, "clicks")
+    pairs.transform(lambda rdd: rdd.reduceByKey(operator.add)).foreachRDD(lambda rdd: None)
+    # the engine's own uses of transform are not the job's functions
+    lines.union(lines).count().foreachRDD(lambda rdd: None)
+    lines.countByWindow(2.0, 1.0).foreachRDD(lambda rdd: None)
+    with caplog.at_level(logging.WARNING, logger="service.streaming.shuffle"):
+        warn_functions_on_tasks(ssc)
+    [message] = [r.getMessage() for r in caplog.records]
+    assert "the function of transform" in message
+    assert "groups within each partition" in message

@@ -323,7 +323,7 @@ class StreamingContext:
 
         if settings().shuffle != "kafka":
             shuffle.warn_partition_scoped(self)
-        elif shuffle.wanted_shuffles(self):
+        elif shuffle.plan_needed(self):
             admin = shuffle.admin_for(self)
             self._while_unavailable("Kafka", lambda: shuffle.plan(self, admin))
         shuffle.rely_on_kafka_keys(self)

@@ -153,9 +153,11 @@ class DStream:
         # parent's: a key-preserving step), "common" (the parents', when all agree: a union),
         # "own" (set by the stream itself: inputs, shuffles)
         self._keying = "none"
-        # a job's function runs on its batches' RDDs (transform, transformWith): a shuffle
-        # inside groups within each task (service/streaming/shuffle.py warns at start)
+        # a job's function runs on its batches' RDDs (transform, transformWith): the plan
+        # gathers its parents' records when they are not partitioned by key, else a shuffle
+        # inside groups within each task (service/streaming/shuffle.py)
         self._user_rdd_function = False
+        self._gathered = False  # its parents' records go through a one-partition topic first
         self._id = ssc._graph.register(self)
 
     # -- engine ------------------------------------------------------------------------------

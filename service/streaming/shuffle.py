@@ -382,6 +382,58 @@ def _shuffle_unshuffled_sides(ssc: StreamingContext, admin: AdminClient) -> None
             stream._derive_keying()
 
 
+def _gather_for_functions(ssc: StreamingContext) -> None:
+    """A job's RDD function (``transform``, ``transformWith``, ``StreamingContext.transform``)
+    on records not partitioned by key sees the whole batch, as in Spark: its parents' records
+    go through a one-partition repartition topic first, so one task computes the function for
+    the batch (a shuffle inside it, ``distinct``, ``join``, ``sortBy``, ``zipWithIndex``, then
+    covers every record). Idempotent."""
+    for stream in _to_gather(ssc):
+        for index, parent in enumerate(stream._parents):
+            boxed = parent._narrow(lambda rdd: rdd.map(_boxed), keeps_keys=False)
+            gathered = _ShuffledDStream(boxed, lambda rdd: rdd, 1)
+            gathered.co_partitions = True
+            stream._parents[index] = gathered._narrow(
+                lambda rdd: rdd.map(_unboxed), keeps_keys=False
+            )
+        stream._gathered = True
+        log.info(
+            "job %s: %s (stream %d) sees whole batches: its records go through a one-partition "
+            "repartition topic first",
+            ssc.jobName,
+            _FUNCTION_OPERATORS.get(type(stream).__name__, type(stream).__name__),
+            stream._id,
+        )
+    for stream in ssc._graph.streams:
+        stream._derive_keying()
+
+
+def _to_gather(ssc: StreamingContext) -> list[DStream]:
+    """The job's RDD functions on Kafka records not partitioned by key, not gathered yet."""
+    return [
+        s
+        for s in list(ssc._graph.streams)
+        if s._user_rdd_function
+        and not s._gathered
+        # on records of one key per task, keyed RDD shuffles inside are right as they are
+        and any(p._keyed_by is None for p in s._parents)
+        and any(isinstance(i.source, KafkaSource) for i in _kafka_inputs(s))
+    ]
+
+
+def plan_needed(ssc: StreamingContext) -> bool:
+    """Something to route through Kafka: a shuffle, or a function to gather for."""
+    return bool(wanted_shuffles(ssc) or _to_gather(ssc))
+
+
+def _boxed(record: Any) -> tuple[int, Any]:
+    return (0, record)
+
+
+def _unboxed(pair: tuple[int, Any]) -> Any:
+    return pair[1]
+
+
 def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
     """Route every shuffle that needs it through a repartition topic; the topics' names.
 
@@ -390,6 +442,7 @@ def plan(ssc: StreamingContext, admin: AdminClient) -> list[str]:
     not built yet: a shuffle of a shuffle's result with an input's records, a shuffle of a
     non-Kafka input.
     """
+    _gather_for_functions(ssc)
     _shuffle_unshuffled_sides(ssc, admin)
     steps = _steps(ssc, admin, wanted_shuffles(ssc))
     groups: dict[str, list[_Step]] = {}
@@ -591,7 +644,7 @@ def warn_functions_on_tasks(ssc: StreamingContext) -> None:
     shuffle inside ``transform`` (``rdd.distinct()``, ``rdd.join(...)``, ``sortBy``,
     ``zipWithIndex``) groups within each task, where Spark's covers the whole batch."""
     for stream in ssc._graph.streams:
-        if not stream._user_rdd_function:
+        if not stream._user_rdd_function or stream._gathered:
             continue
         if all(p._keyed_by is not None for p in stream._parents):
             continue  # its records of one key share a task: keyed RDD shuffles inside are right

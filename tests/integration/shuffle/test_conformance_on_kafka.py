@@ -56,24 +56,12 @@ LAYOUT_DEPENDENT = {
         "repartition_3_partition_count",
     )
 }
-# Not built yet (issue 10 stays open for them); each differs loudly or raises, none silently.
-IN_TRANSFORM = "an RDD shuffle inside transform/transformWith groups within each task"
-NOT_BUILT = {
-    "transformWith_subtract": IN_TRANSFORM,
-    "transformWith_time_arity_join": IN_TRANSFORM,
-    "transformWith_union_distinct": IN_TRANSFORM,
-    "transform_distinct": IN_TRANSFORM,
-    "transform_sortByKey_zipWithIndex": IN_TRANSFORM + " (and orders within it)",
-    "transform_sortBy_zipWithIndex": IN_TRANSFORM + " (and orders within it)",
-}
 
 
 def eligible(case: Case) -> str | None:
     """Why a case cannot run on Kafka input; None when it can."""
     if case.name in LAYOUT_DEPENDENT:
         return LAYOUT_DEPENDENT[case.name]
-    if case.name in NOT_BUILT:
-        return f"not built yet: {NOT_BUILT[case.name]}"
     if not case.one_at_a_time or case.default is not None:
         return "a queueStream option (oneAtATime=False, default) with no Kafka counterpart"
     if case.error is not None:

@@ -56,3 +56,25 @@ def test_a_shuffled_result_joined_with_a_topic_gets_the_topic_shuffled_into_its_
     assert reader.aligner.upstream == {(orders, p) for p in range(3)} | {(users, 0), (users, 1)}
     assert len(kafka_admin.list_topics(timeout=30).topics[topic].partitions) == 3
     assert joined._stage == 1
+
+
+def test_a_function_on_records_not_partitioned_by_key_sees_whole_batches(
+    kafka_bootstrap: str, kafka_admin: AdminClient, create_topic: Callable[..., str]
+) -> None:
+    """Its parents' records go through a one-partition topic first; one on a stream keyed by
+    the Kafka key is left as it is (keyed RDD shuffles inside it are right per task)."""
+    lines, clicks = create_topic(partitions=3), create_topic(partitions=3)
+    ssc = StreamingContext(0.2, jobName=f"gather-{uuid.uuid4().hex[:6]}")
+    params = {"metadata.broker.list": kafka_bootstrap}
+    words = KafkaUtils.createDirectStream(ssc, [lines], params).map(lambda kv: kv[1])
+    distinct = words.transform(lambda rdd: rdd.distinct())
+    distinct.foreachRDD(lambda r: None)
+    pairs = KafkaUtils.createDirectStream(ssc, [clicks], params)
+    summed = pairs.transform(lambda rdd: rdd.reduceByKey(operator.add))
+    summed.foreachRDD(lambda r: None)
+    [topic] = plan(ssc, kafka_admin)
+    assert len(kafka_admin.list_topics(timeout=30).topics[topic].partitions) == 1
+    [reader] = [s for s in ssc._graph.inputs if isinstance(s, ShuffleInputDStream)]
+    assert reader.aligner.upstream == {(lines, p) for p in range(3)}
+    assert distinct._stage == 1 and distinct._gathered
+    assert summed._stage == 0 and not summed._gathered

@@ -330,14 +330,14 @@ class MetricsListener(StreamingListener):
         m.batches.labels(job_name=job, status="failed" if failed else "completed").inc()
         self._failed_batches += int(failed)
         processing_ms = info.processingDelay()
-        if processing_ms is not None:
+        if processing_ms >= 0:
             m.processing.labels(job_name=job).observe(processing_ms / 1000.0)
         commit_s = info.state_commit_seconds()
         if commit_s is not None:
             m.state_commit.labels(job_name=job).observe(commit_s)
         for delay_ms in info.stage_delays_ms():
             m.stage_delay.labels(job_name=job).observe(delay_ms / 1000.0)
-        n = info.numRecords()
+        n = info.input_records()
         m.batch_records.labels(job_name=job).observe(n)
         m.input_records.labels(job_name=job).inc(n)
         m.last_completed.labels(job_name=job).set(info.batchTime().milliseconds() / 1000.0)

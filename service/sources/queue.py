@@ -14,6 +14,9 @@ from typing import Any
 class QueueSource:
     """Each queued item is one batch, kept as its list of partitions."""
 
+    # Spark's queue and file streams report no input info to listeners (numRecords 0)
+    reports_records = False
+
     def __init__(
         self,
         batches: list[list[list[Any]]],

@@ -447,13 +447,17 @@ class StreamingContext:
         if not self._settle_unknown_commits(t):
             return
         info = BatchInfo(t, self._clock.now_ms())
-        self._notify("onBatchSubmitted", BatchEvent(info))
+        info._outputs = self._graph.output_infos(t, ran=False)
+        self._notify("onBatchSubmitted", BatchEvent(info.snapshot()))
         info._start_ms = self._clock.now_ms()
-        self._notify("onBatchStarted", BatchEvent(info))
+        self._notify("onBatchStarted", BatchEvent(info.snapshot()))
         protocol = self._commit
         protocol.begin(t)
         errors = self._graph.run_batch(BatchTime.at(t), after_take=self._after_take)
-        info._num_records = self._graph.last_num_records
+        info._inputs = dict(self._graph.last_input_infos)
+        info._num_records = sum(i.numRecords() for i in info._inputs.values())
+        info._input_records = self._graph.last_input_records
+        info._outputs = self._graph.output_infos(t, ran=True)
         info._stage_delays_ms = list(self._graph.stage_delays_ms)
         errors.extend(protocol.flush_dead_letters())
         outage = protocol.transactional and any(is_outage(e) for e in errors)
@@ -477,7 +481,7 @@ class StreamingContext:
                 reason = "outputs"
             info._retry_reason = None if reason == "error" else reason
             info._end_ms = self._clock.now_ms()
-            self._notify("onBatchCompleted", BatchEvent(info))
+            self._notify("onBatchCompleted", BatchEvent(info.snapshot()))
             if reason == "outage":
                 self._pause_for_outage(t)
             return
@@ -486,7 +490,7 @@ class StreamingContext:
         if not self._persist(t, protocol):
             info._retry_reason = "outage"
             info._end_ms = self._clock.now_ms()
-            self._notify("onBatchCompleted", BatchEvent(info))
+            self._notify("onBatchCompleted", BatchEvent(info.snapshot()))
             return
         info._state_commit_s = time.perf_counter() - commit_started
         self._crash_point("state_persisted")
@@ -495,7 +499,7 @@ class StreamingContext:
         self._next_batch_ms = t + self._batch_ms
         self._outage_backoff.reset()
         info._end_ms = self._clock.now_ms()
-        self._notify("onBatchCompleted", BatchEvent(info))
+        self._notify("onBatchCompleted", BatchEvent(info.snapshot()))
 
     def _settle_unknown_commits(self, t: int) -> bool:
         """Step 1 of the protocol; False (the batch waits) while Kafka cannot tell whether the

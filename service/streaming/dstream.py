@@ -19,6 +19,7 @@ import itertools
 import logging
 import operator
 import os
+import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.commit.batch import participant_of
 from service.sources.base import PartitionedSource, TaskSource
+from service.streaming.listener import StreamInputInfo
 from service.streaming.persistence import JobState, dumps, loads
 from service.streaming.rdd import (
     BatchRDD,
@@ -130,7 +132,12 @@ class _Failure:
 
 
 class DStream:
-    """A continuous sequence of batches; the operators are pyspark.streaming.DStream's."""
+    """A continuous sequence of batches; the operators are pyspark.streaming.DStream's.
+
+    Subscriptable as PySpark's generic ``DStream[T]`` is, for annotations."""
+
+    def __class_getitem__(cls, item: Any) -> types.GenericAlias:
+        return types.GenericAlias(cls, item)
 
     def __init__(self, ssc: StreamingContext, parents: list[DStream], slide_ms: int) -> None:
         self._ssc = ssc
@@ -670,6 +677,15 @@ class InputDStream(DStream):
         """The batch times a later stage's input released in the batch taken last (none for
         the job's own inputs, which run at the batch's time)."""
         return []
+
+    def input_info(self, taken: int) -> StreamInputInfo | None:
+        """What the listener reports of this input for the batch: sources that count their
+        records (Kafka, sockets) report, queues and files do not, as in Spark."""
+        if not getattr(self.source, "reports_records", True):
+            return None
+        topics = getattr(self.source, "topics", None)
+        where = f"topics {', '.join(topics)}" if topics else type(self.source).__name__
+        return StreamInputInfo(self._id, taken, {"Description": f"{taken} records from {where}"})
 
     def _end_batch(self, t: int) -> None:
         for old in [x for x in self._taken if x <= t]:
@@ -1251,9 +1267,13 @@ class _StateDStream(DStream):
 class _OutputOp:
     """foreachRDD: runs the function on the parent's batch when the parent has one."""
 
-    def __init__(self, parent: DStream, func: Callable[..., Any]) -> None:
+    # the engine's own output ops (a shuffle's writer) are not the job's: no listener info
+    internal = False
+
+    def __init__(self, parent: DStream, func: Callable[..., Any], name: str = "foreachRDD") -> None:
         self.parent = parent
         self.func = func
+        self.name = name
 
     def run(self, bt: BatchTime) -> None:
         try:

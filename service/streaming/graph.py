@@ -8,10 +8,12 @@ with ``forget_task`` when the partition leaves this instance (docs/semantics.md)
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from service.streaming import isolation
+from service.streaming.listener import OutputOperationInfo, StreamInputInfo
 from service.streaming.persistence import SCHEMA_VERSION, JobState
 
 if TYPE_CHECKING:
@@ -32,7 +34,8 @@ class DStreamGraph:
         self.remember_ms = 0
         self._zero_ms: int | None = None
         self._job: JobState | None = None
-        self.last_num_records = 0
+        self.last_num_records = 0  # every input's records, repartition topics' too
+        self.last_input_records = 0  # the job's own inputs'
         # fixed at start(): some input hands out Kafka partitions (tasks)
         self.task_scoped = False
         # the tasks of the batch run last, in input order (the lead's commit groups by them)
@@ -41,6 +44,10 @@ class DStreamGraph:
         self._isolation: isolation.BatchIsolation | None = None
         # per batch, for each upstream batch time a later stage computed: how far behind
         self.stage_delays_ms: list[int] = []
+        # per batch, what the listener events report (Spark's StreamInputInfo and
+        # OutputOperationInfo): each input that reports by stream id; each output op's run
+        self.last_input_infos: dict[int, StreamInputInfo] = {}
+        self.last_output_runs: dict[int, tuple[int, int, str | None]] = {}
         self._fed_by_cache: dict[int, set[int]] = {}
 
     def _check_open(self) -> None:
@@ -131,12 +138,22 @@ class DStreamGraph:
                 errors.append(exc)
 
         self.last_num_records = 0
+        self.last_input_records = 0
+        self.last_input_infos = {}
+        self.last_output_runs = {}
         tasks: list[Task] = []
         for inp in self.inputs:
             try:
-                self.last_num_records += inp._take(bt.ms)
+                taken = inp._take(bt.ms)
             except Exception as exc:
                 record(exc)
+                taken = 0
+            self.last_num_records += taken
+            if inp._stage == 0:  # not a repartition topic read back: the job's own input
+                self.last_input_records += taken
+            described = inp.input_info(taken)
+            if described is not None:
+                self.last_input_infos[inp._id] = described
             tasks.extend(inp.last_tasks)
         self.batch_tasks = list(dict.fromkeys(tasks))
         if after_take is not None:
@@ -158,6 +175,18 @@ class DStreamGraph:
         else:
             job.set_meta("last_batch_ms", bt.ms)
         return errors
+
+    def output_infos(self, batch_ms: int, ran: bool) -> dict[int, OutputOperationInfo]:
+        """The job's own output operations (not the engine's shuffle writers), by id, with
+        what they did in the batch run last when ``ran``."""
+        infos: dict[int, OutputOperationInfo] = {}
+        for index, op in enumerate(o for o in self.outputs if not o.internal):
+            info = OutputOperationInfo(batch_ms, index, op.name)
+            run = self.last_output_runs.get(id(op)) if ran else None
+            if run is not None:
+                info._start_ms, info._end_ms, info._failure = run
+            infos[index] = info
+        return infos
 
     def stage_streams(self, stage: int) -> list[DStream]:
         """The streams stage ``stage`` computes (every stream, when nothing is shuffled)."""
@@ -227,10 +256,14 @@ class DStreamGraph:
         for op in self.stage_outputs(stage):
             if id(op.parent) not in ids:
                 continue
+            started = round(time.time() * 1000)
             try:
                 op.run(bt)
+                failure = None
             except Exception as exc:
                 record(exc)
+                failure = f"{type(exc).__name__}: {exc}"
+            self.last_output_runs[id(op)] = (started, round(time.time() * 1000), failure)
 
     def forget_task(self, task: Task) -> None:
         """Drop every in-process cache of ``task`` (revoked, or its commit was fenced).

@@ -6,7 +6,7 @@ these are plain objects with the same accessor methods, so listener code ports u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -44,19 +44,41 @@ class OutputOperationInfo:
     def description(self) -> str:
         return self._name
 
-    def startTime(self) -> int | None:
-        return self._start_ms
+    def startTime(self) -> int:
+        return -1 if self._start_ms is None else self._start_ms
 
-    def endTime(self) -> int | None:
-        return self._end_ms
+    def endTime(self) -> int:
+        return -1 if self._end_ms is None else self._end_ms
 
     def failureReason(self) -> str | None:
         return self._failure
 
-    def duration(self) -> int | None:
+    def duration(self) -> int:
         if self._start_ms is None or self._end_ms is None:
-            return None
+            return -1
         return self._end_ms - self._start_ms
+
+
+@dataclass(frozen=True)
+class StreamInputInfo:
+    """Spark's ``StreamInputInfo``: what one input stream took for a batch."""
+
+    _input_stream_id: int
+    _num_records: int
+    _metadata: dict[str, Any] = field(default_factory=dict)
+
+    def inputStreamId(self) -> int:
+        return self._input_stream_id
+
+    def numRecords(self) -> int:
+        return self._num_records
+
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._metadata)
+
+    def metadataDescription(self) -> str | None:
+        description = self._metadata.get("Description")
+        return None if description is None else str(description)
 
 
 @dataclass
@@ -67,11 +89,13 @@ class BatchInfo:
     _end_ms: int | None = None
     _num_records: int = 0
     _outputs: dict[int, OutputOperationInfo] = field(default_factory=dict)
+    _inputs: dict[int, StreamInputInfo] = field(default_factory=dict)
     # not in Spark's BatchInfo: what the metrics listener needs (service/observability)
     _failure: str | None = None
     _state_commit_s: float | None = None
     _retry_reason: str | None = None
     _stage_delays_ms: list[int] = field(default_factory=list)
+    _input_records: int = 0
 
     def batchTime(self) -> Time:
         return Time(self._batch_ms)
@@ -85,16 +109,30 @@ class BatchInfo:
     def processingEndTime(self) -> int | None:
         return self._end_ms
 
-    def schedulingDelay(self) -> int | None:
-        return None if self._start_ms is None else self._start_ms - self._submission_ms
+    # Spark's delays are -1 until known (the Python API turns Scala's None into -1)
+    def schedulingDelay(self) -> int:
+        return -1 if self._start_ms is None else self._start_ms - self._submission_ms
 
-    def processingDelay(self) -> int | None:
+    def processingDelay(self) -> int:
         if self._start_ms is None or self._end_ms is None:
-            return None
+            return -1
         return self._end_ms - self._start_ms
 
-    def totalDelay(self) -> int | None:
-        return None if self._end_ms is None else self._end_ms - self._submission_ms
+    def totalDelay(self) -> int:
+        return -1 if self._end_ms is None else self._end_ms - self._submission_ms
+
+    def streamIdToInputInfo(self) -> dict[int, StreamInputInfo]:
+        """Per input stream that reports what it took (Kafka, sockets; not queues or files)."""
+        return dict(self._inputs)
+
+    def snapshot(self) -> BatchInfo:
+        """The batch as it stands, for one event: later events do not change it."""
+        return replace(
+            self,
+            _outputs={k: replace(v) for k, v in self._outputs.items()},
+            _inputs=dict(self._inputs),
+            _stage_delays_ms=list(self._stage_delays_ms),
+        )
 
     def numRecords(self) -> int:
         return self._num_records
@@ -109,6 +147,11 @@ class BatchInfo:
     def state_commit_seconds(self) -> float | None:
         """How long persisting the batch's state took (not a Spark method)."""
         return self._state_commit_s
+
+    def input_records(self) -> int:
+        """The records the batch took from the job's inputs, whatever their kind (not a Spark
+        method: ``numRecords`` counts only the inputs Spark reports, as Spark does)."""
+        return self._input_records
 
     def stage_delays_ms(self) -> list[int]:
         """Past a shuffle through Kafka, per upstream batch a later stage computed in this one,

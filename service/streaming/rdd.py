@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import copy
 import functools
+import glob
 import heapq
 import math
 import operator
 import os
+import random
+import statistics
 import sys
+import types
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+
+from service.streaming.shared import Accumulator, AccumulatorParam, Broadcast, param_for
 
 DEFAULT_PARALLELISM = 2
 
@@ -72,6 +78,38 @@ class ResultIterable(Iterable[Any]):
         return len(self.data)
 
 
+def _text_paths(name: str) -> list[str]:
+    """The files behind ``textFile``'s argument; a path that matches nothing raises as in
+    Spark (``Input path does not exist``)."""
+    found: list[str] = []
+    for part in name.split(","):
+        part = part.removeprefix("file://")
+        if os.path.isdir(part):
+            entries = sorted(os.listdir(part))
+            found.extend(
+                os.path.join(part, e)
+                for e in entries
+                if not e.startswith((".", "_")) and os.path.isfile(os.path.join(part, e))
+            )
+        elif os.path.isfile(part):
+            found.append(part)
+        else:
+            matched = sorted(p for p in glob.glob(part) if os.path.isfile(p))
+            if not matched:
+                raise FileNotFoundError(f"Input path does not exist: {part}")
+            found.extend(matched)
+    return found
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson draw (Knuth's method: means here are sampling fractions, small)."""
+    limit, k, product = math.exp(-mean), 0, rng.random()
+    while product > limit:
+        k += 1
+        product *= rng.random()
+    return k
+
+
 def slice_evenly(data: list[Any], num_slices: int) -> list[list[Any]]:
     """Split like Spark's ``ParallelCollectionRDD.slice``: contiguous, sizes differ by at most 1."""
     n = max(1, num_slices)
@@ -84,6 +122,30 @@ class LocalContext:
 
     def __init__(self, defaultParallelism: int = DEFAULT_PARALLELISM) -> None:
         self.defaultParallelism = defaultParallelism
+        self._accumulators = 0
+
+    def textFile(
+        self, name: str, minPartitions: int | None = None, use_unicode: bool = True
+    ) -> BatchRDD:
+        """The lines of a file, of every file of a directory, or of the files a glob matches
+        (comma-separated paths too), as Spark reads them: without their line ends."""
+        lines: list[Any] = []
+        for path in _text_paths(name):
+            with open(path, "rb") as f:
+                for raw in f.read().splitlines():
+                    lines.append(raw.decode("utf-8") if use_unicode else raw)
+        slices = max(minPartitions or 0, min(self.defaultParallelism, 2))
+        return BatchRDD(slice_evenly(lines, slices), self)
+
+    def broadcast(self, value: Any) -> Broadcast[Any]:
+        return Broadcast(value)
+
+    def accumulator(
+        self, value: Any, accum_param: AccumulatorParam[Any] | None = None
+    ) -> Accumulator[Any]:
+        self._accumulators += 1
+        param = accum_param if accum_param is not None else param_for(value)
+        return Accumulator(self._accumulators - 1, value, param)
 
     def parallelize(self, c: Iterable[Any], numSlices: int | None = None) -> BatchRDD:
         slices = self.defaultParallelism if numSlices is None else numSlices
@@ -130,7 +192,12 @@ def dispatch_join(
 
 
 class BatchRDD:
-    """One batch of one DStream: an eager list of partitions with PySpark's RDD methods."""
+    """One batch of one DStream: an eager list of partitions with PySpark's RDD methods.
+
+    Subscriptable as PySpark's generic ``RDD[T]`` is, for annotations."""
+
+    def __class_getitem__(cls, item: Any) -> types.GenericAlias:
+        return types.GenericAlias(cls, item)
 
     def __init__(
         self,
@@ -212,6 +279,9 @@ class BatchRDD:
     def glom(self) -> BatchRDD:
         return self._narrow([[list(part)] for part in self.partitions])
 
+    def groupBy(self, f: Callable[[Any], Any], numPartitions: int | None = None) -> BatchRDD:
+        return self.map(lambda x: (f(x), x)).groupByKey(numPartitions)
+
     def keyBy(self, f: Callable[[Any], Any]) -> BatchRDD:
         return self.map(lambda x: (f(x), x))
 
@@ -280,6 +350,11 @@ class BatchRDD:
             return functools.reduce(f, vals)
         raise ValueError("Can not reduce() empty RDD")
 
+    def treeReduce(self, f: Callable[[Any, Any], Any], depth: int = 2) -> Any:
+        if depth < 1:
+            raise ValueError(f"Depth cannot be smaller than 1 but got {depth}.")
+        return self.reduce(f)
+
     def fold(self, zeroValue: Any, op: Callable[[Any, Any], Any]) -> Any:
         def fold_part(part: list[Any]) -> Any:
             acc = copy.deepcopy(zeroValue)
@@ -316,6 +391,45 @@ class BatchRDD:
     def mean(self) -> float:
         items = self.collect()
         return float(sum(items)) / len(items) if items else math.nan
+
+    def variance(self) -> float:
+        items = self.collect()
+        return statistics.pvariance(items) if items else math.nan
+
+    def stdev(self) -> float:
+        items = self.collect()
+        return statistics.pstdev(items) if items else math.nan
+
+    def sampleVariance(self) -> float:
+        items = self.collect()
+        return statistics.variance(items) if len(items) > 1 else math.nan
+
+    def sampleStdev(self) -> float:
+        items = self.collect()
+        return statistics.stdev(items) if len(items) > 1 else math.nan
+
+    def treeAggregate(
+        self,
+        zeroValue: Any,
+        seqOp: Callable[[Any, Any], Any],
+        combOp: Callable[[Any, Any], Any],
+        depth: int = 2,
+    ) -> Any:
+        if depth < 1:
+            raise ValueError(f"Depth cannot be smaller than 1 but got {depth}.")
+        return self.aggregate(zeroValue, seqOp, combOp)
+
+    def takeSample(self, withReplacement: bool, num: int, seed: int | None = None) -> list[Any]:
+        """``num`` records drawn at random (Spark's law, not its draws)."""
+        if num < 0:
+            raise ValueError("Sample size cannot be negative.")
+        items, rng = self.collect(), random.Random(seed)
+        if withReplacement:
+            return [rng.choice(items) for _ in range(num)] if items else []
+        return rng.sample(items, min(num, len(items)))
+
+    def toLocalIterator(self, prefetchPartitions: bool = False) -> Iterator[Any]:
+        return iter(self.collect())
 
     def top(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
         return heapq.nlargest(num, self.collect(), key=key)
@@ -422,6 +536,36 @@ class BatchRDD:
                 list(zip(a, b, strict=True))
                 for a, b in zip(self.partitions, other.partitions, strict=True)
             ]
+        )
+
+    def cartesian(self, other: BatchRDD) -> BatchRDD:
+        """Every pair ``(a, b)``, one partition per pair of partitions as in Spark (task-free:
+        the pairs of two tasks belong to neither)."""
+        parts = [
+            [(a, b) for a in pa for b in pb] for pa in self.partitions for pb in other.partitions
+        ]
+        return BatchRDD(parts, self._ctx)
+
+    def sample(self, withReplacement: bool, fraction: float, seed: int | None = None) -> BatchRDD:
+        """Each record kept with probability ``fraction`` (without replacement), or a Poisson
+        number of times (with), per partition from ``seed``: Spark's law, not its draws."""
+        if fraction < 0.0:
+            raise ValueError(f"Fraction must be nonnegative, got {fraction}")
+        rng = random.Random(seed)
+        out: list[list[Any]] = []
+        for index, part in enumerate(self.partitions):
+            local = random.Random(rng.random() + index)
+            if withReplacement:
+                out.append([x for x in part for _ in range(_poisson(local, fraction))])
+            else:
+                out.append([x for x in part if local.random() < fraction])
+        return self._narrow(out)
+
+    def zipWithUniqueId(self) -> BatchRDD:
+        """Spark's ids: the i-th record of partition k gets ``i * n + k`` (n partitions)."""
+        n = self.getNumPartitions()
+        return self._narrow(
+            [[(x, i * n + k) for i, x in enumerate(part)] for k, part in enumerate(self.partitions)]
         )
 
     def zipWithIndex(self) -> BatchRDD:
@@ -570,6 +714,15 @@ class BatchRDD:
             self.cogroup(other, numPartitions)
             .filter(lambda kv: len(kv[1][0]) > 0 and len(kv[1][1]) == 0)
             .flatMapValues(lambda vw: vw[0])
+        )
+
+    def intersection(self, other: BatchRDD) -> BatchRDD:
+        """The distinct records of both, as Spark's (a cogroup of the two)."""
+        return (
+            self.map(lambda v: (v, None))
+            .cogroup(other.map(lambda v: (v, None)))
+            .filter(lambda kv: bool(len(kv[1][0]) and len(kv[1][1])))
+            .keys()
         )
 
     def subtract(self, other: BatchRDD, numPartitions: int | None = None) -> BatchRDD:

@@ -52,6 +52,7 @@ from service.streaming.dstream import (
     _ShuffledDStream,
     _StateDStream,
 )
+from service.streaming.listener import StreamInputInfo
 from service.streaming.rdd import BatchRDD, Task
 
 if TYPE_CHECKING:
@@ -105,6 +106,9 @@ class ShuffleInputDStream(InputDStream):
 
     def released_times(self) -> list[int]:
         return sorted(self._released)
+
+    def input_info(self, taken: int) -> StreamInputInfo | None:
+        return None  # the engine's own input: its records are the job's, counted once already
 
     def released_tasks(self, t: int) -> list[Task]:
         """The tasks that released batch time ``t`` in the batch taken last."""
@@ -197,6 +201,8 @@ class RepartitionSink(KafkaSink):
 
 class _RepartitionOp(_OutputOp):
     """The output op of a ``RepartitionSink``: it needs the batch time in ms."""
+
+    internal = True
 
     def _deliver(self, bt: BatchTime, rdd: BatchRDD) -> None:
         self.func(bt.ms, rdd)

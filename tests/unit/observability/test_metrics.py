@@ -96,6 +96,7 @@ def complete(
     retry: str | None = None,
 ) -> None:
     info = BatchInfo(batch_ms, batch_ms, batch_ms, batch_ms + 5, records)
+    info._input_records = records
     info._failure = failure
     info._retry_reason = retry
     listener.onBatchStarted(BatchEvent(info))

@@ -130,28 +130,47 @@ def test_threaded_scheduler_with_manual_clock_runs_each_batch_time() -> None:
 
 
 def test_listener_events() -> None:
-    events: list[tuple[str, int, int]] = []
+    """As PySpark's test_listener checks: each event's own BatchInfo, -1 for delays not known
+    yet, every output operation listed with -1 times until it ran, and no input info (nor
+    records) for a queue stream, which Spark's does not report."""
+    infos: dict[str, list[Any]] = {"submitted": [], "started": [], "completed": []}
 
     class Listener(StreamingListener):
+        def onBatchSubmitted(self, batchSubmitted: Any) -> None:
+            infos["submitted"].append(batchSubmitted.batchInfo())
+
         def onBatchStarted(self, batchStarted: Any) -> None:
-            info = batchStarted.batchInfo()
-            events.append(("started", info.batchTime().milliseconds(), info.numRecords()))
+            infos["started"].append(batchStarted.batchInfo())
 
         def onBatchCompleted(self, batchCompleted: Any) -> None:
-            info = batchCompleted.batchInfo()
-            events.append(("completed", info.batchTime().milliseconds(), info.numRecords()))
-            assert info.processingDelay() is not None
+            infos["completed"].append(batchCompleted.batchInfo())
 
     ssc = make_ssc()
     ssc.addStreamingListener(Listener())
-    ssc.queueStream([[1, 2, 3]]).foreachRDD(lambda rdd: None)
+    stream = ssc.queueStream([[1, 2, 3]])
+    stream.foreachRDD(lambda rdd: None)
+    stream.map(str).foreachRDD(lambda rdd: None)
     run_batches(ssc, 2)
-    assert events == [
-        ("started", 500, 0),
-        ("completed", 500, 3),
-        ("started", 1000, 0),
-        ("completed", 1000, 0),
-    ]
+    assert [i.batchTime().milliseconds() for i in infos["completed"]] == [500, 1000]
+    for submitted in infos["submitted"]:
+        assert (submitted.schedulingDelay(), submitted.processingDelay()) == (-1, -1)
+        assert submitted.totalDelay() == -1
+        outputs = submitted.outputOperationInfos()
+        assert sorted(outputs) == [0, 1]
+        assert all(o.startTime() == o.endTime() == -1 for o in outputs.values())
+    for started in infos["started"]:
+        assert started.schedulingDelay() >= 0 and started.processingDelay() == -1
+    for completed in infos["completed"]:
+        assert completed.schedulingDelay() >= 0 and completed.processingDelay() >= 0
+        assert completed.totalDelay() >= 0
+        assert completed.numRecords() == 0 and completed.streamIdToInputInfo() == {}
+        assert completed.input_records() in (0, 3)
+        for output in completed.outputOperationInfos().values():
+            assert output.startTime() >= 0 and output.endTime() >= output.startTime()
+            assert output.failureReason() is None and output.name() == "foreachRDD"
+    # a fresh snapshot per event: the submitted one was not completed behind its back
+    assert infos["submitted"][0] is not infos["completed"][0]
+    assert infos["submitted"][0].processingDelay() == -1
 
 
 def test_stop_from_inside_an_output_function() -> None:

@@ -123,6 +123,11 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
 _active_settings: Settings | None = None
 
 
+def active_settings() -> Settings | None:
+    """The settings of the job the runner runs, None outside ``python -m service run``."""
+    return _active_settings
+
+
 def settings() -> Settings:
     """The running job's settings; outside ``python -m service run``, read from the environment."""
     return _active_settings if _active_settings is not None else load_settings()

@@ -25,6 +25,7 @@ from service.sources.base import InputSource, fill_all
 from service.state.base import StateStore, StateWrites
 from service.state.memory_store import MemoryStateStore
 from service.state.redis_store import RedisStateStore, is_redis_url
+from service.state.sqlite_store import SQLiteStateStore
 from service.streaming.dstream import (
     BatchTime,
     DStream,
@@ -47,6 +48,9 @@ _T = TypeVar("_T")
 class _StartInterrupted(Exception):
     """``stop()`` came while ``start()`` waited for a dependency."""
 
+
+# ``ssc.checkpoint(MEMORY_CHECKPOINT)``: state in this process only (tests, experiments)
+MEMORY_CHECKPOINT = "memory://"
 
 INITIALIZED = "INITIALIZED"
 ACTIVE = "ACTIVE"
@@ -158,11 +162,21 @@ class StreamingContext:
 
     # -- setup -------------------------------------------------------------------------------
     def checkpoint(self, directory: str) -> None:
-        """A Redis URL makes Redis the state store; anything else keeps state in memory."""
-        if not is_redis_url(directory):
-            log.warning(
-                "checkpoint %r is not a redis:// URL: state is kept in memory only", directory
-            )
+        """A Redis URL makes Redis the state store; a directory keeps the state in a SQLite
+        file there (``SQLiteStateStore``), so a local ``python job.py`` recovers as Spark's
+        does. Under ``python -m service run`` the service's Redis (``REDIS_URL``) wins over a
+        directory: the operator's store, not a pod's disk."""
+        if not is_redis_url(directory) and directory != MEMORY_CHECKPOINT:
+            from service.config import active_settings
+
+            operated = active_settings()
+            if operated is not None:
+                log.info(
+                    "checkpoint %r: under python -m service run the state goes to the "
+                    "service's Redis (REDIS_URL)",
+                    directory,
+                )
+                directory = operated.redis_url
         self._checkpoint_url = directory
 
     def remember(self, duration: float) -> None:
@@ -277,6 +291,9 @@ class StreamingContext:
             url = self._checkpoint_url
             if url is not None and is_redis_url(url):
                 self._store = RedisStateStore.from_url(url)
+            elif url is not None and url != MEMORY_CHECKPOINT:
+                self._store = SQLiteStateStore(url)
+                log.info("job %s keeps its state in %s", self._job_name, self._store.path)
             else:
                 self._store = MemoryStateStore()
         return self._store

@@ -269,6 +269,12 @@ class StreamingContext:
 
         return self._sourceStream(TextFileSource(directory))
 
+    def binaryRecordsStream(self, directory: str, recordLength: int) -> DStream:
+        """Records of ``recordLength`` bytes from the files new in ``directory`` (``bytes``)."""
+        from service.sources.textfile import TextFileSource, fixed_length_records
+
+        return self._sourceStream(TextFileSource(directory, fixed_length_records(recordLength)))
+
     def union(self, *dstreams: DStream) -> DStream:
         if not dstreams:
             raise ValueError("should have at least one DStream to union")

@@ -216,6 +216,28 @@ def test_text_file_stream_reads_new_files_only(tmp_path: Path) -> None:
     assert collector.per_batch(times) == [["x", "y"], []]
 
 
+def test_binary_records_stream_cuts_new_files_into_fixed_length_records(tmp_path: Path) -> None:
+    """As PySpark's test_binary_records_stream: each new file's bytes in records of the given
+    length; a file with a partial record at its end fails its batch."""
+    (tmp_path / "old.bin").write_bytes(b"ignored!")
+    ssc = make_ssc()
+    collector = Collector()
+    ssc.binaryRecordsStream(str(tmp_path), 4).foreachRDD(collector)
+    run_batches(ssc, 1)
+    (tmp_path / "new.bin").write_bytes(bytes(range(12)))
+    times = run_batches(ssc, 1)
+    assert collector.per_batch(times) == [
+        [bytes(range(4)), bytes(range(4, 8)), bytes(range(8, 12))]
+    ]
+    (tmp_path / "partial.bin").write_bytes(b"abcdef")
+    run_batches(ssc, 1)
+    with pytest.raises(ValueError, match="partial record"):
+        ssc.awaitTerminationOrTimeout(0)
+    ssc.stop()
+    with pytest.raises(ValueError, match="recordLength must be > 0"):
+        make_ssc().binaryRecordsStream(str(tmp_path), 0)
+
+
 def test_socket_text_stream_reads_lines() -> None:
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]

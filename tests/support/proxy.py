@@ -56,7 +56,14 @@ class TcpProxy:
                 continue
             upstream.settimeout(None)
             with self._lock:
-                self._open += [client, upstream]
+                # a retarget or close meanwhile cut the open connections: this one too
+                stale = self._closed or target != self._target
+                if not stale:
+                    self._open += [client, upstream]
+            if stale:
+                client.close()
+                upstream.close()
+                continue
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -68,6 +75,9 @@ class TcpProxy:
         except OSError:
             pass
         finally:
+            # one side ended: end the other (shutdown wakes the pump blocked on it), and let
+            # nothing wait for the garbage collector to close them
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+                sock.close()

@@ -748,9 +748,12 @@ class KafkaSource:
             else:
                 consumer.assign(partitions)
         self._assigned.update(tps)
-        was_fenced = self._owner.unfence(tps)
-        if was_fenced:
-            consumer.resume([TopicPartition(*tp) for tp in was_fenced])  # paused by ``fence``
+        self._owner.unfence(tps)
+        if self._owner.has_ledger:
+            # ``fence`` paused it, and librdkafka keeps a partition paused through a revoke or
+            # a loss and the assignment after: a zombie fenced, then lost, then given its
+            # partitions back read nothing of them for ever. A partition assigned reads.
+            consumer.resume(partitions)
         self._notify_changed(tps)
         log.info("kafka_partitions_assigned", partitions=sorted(tps))
 

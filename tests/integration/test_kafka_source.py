@@ -516,3 +516,41 @@ def test_input_deleted_by_retention_before_processing_is_counted_and_skipped_lou
         assert set(outcomes) == {Outcome.APPLIED}, outcomes
         position = ledger.read_position(shard)
         assert position is not None and position.next_offset == 14
+
+
+def test_a_partition_fenced_then_lost_reads_again_once_assigned_back(
+    kafka_bootstrap: str, ledger: BatchLedger, create_topic: Callable[..., str]
+) -> None:
+    """A zombie (stopped past max.poll.interval.ms) wakes, its batch is FENCED (the partition is
+    paused), then the group takes the partition and gives it back. librdkafka keeps a partition
+    paused through that: the fault suite's zombie once read nothing of its partitions again,
+    lag for ever and no error. An assigned partition now always reads."""
+    topic = create_topic(partitions=1)
+    produce(kafka_bootstrap, topic, 0, [f"a{i}" for i in range(4)])
+    group, job = f"g-{uuid.uuid4().hex}", f"zombie-{uuid.uuid4().hex[:8]}"
+    tp, shard = (topic, 0), Shard(job, topic, 0)
+    source = new_source(
+        kafka_bootstrap,
+        topic,
+        group,
+        ledger=(ledger, job),
+        session_timeout_ms=6000,
+        max_poll_interval_ms=6000,
+    )
+    with running(source):
+        first = take_until(source, 1000, 4)
+        span = source.ledger_span(tp)
+        assert [r.offset for r in first] == [0, 1, 2, 3] and span is not None
+        ledger.commit_batch(shard, span.epoch, 1000, 0, 4, StateWrites())
+        source.on_batch_persisted(1000)
+
+        ledger.acquire_epoch(shard)  # another member claimed it while this one was stopped
+        time.sleep(7.0)  # stopped: past max.poll.interval.ms, no poll
+        refused = ledger.commit_batch(shard, span.epoch, 2000, 4, 4, StateWrites())
+        assert refused.outcome is Outcome.FENCED
+        source.fence(tp)  # paused; the next poll finds the member left the group
+
+        produce(kafka_bootstrap, topic, 0, [f"b{i}" for i in range(3)])
+        again = take_until(source, 3000, 3)
+        assert [r.offset for r in again] == [4, 5, 6]
+        assert source.assigned_partitions == [tp]

@@ -256,12 +256,12 @@ def needs_shuffle(stream: DStream) -> bool:
 def wanted_shuffles(ssc: StreamingContext) -> list[DStream]:
     """The shuffles to route through Kafka: those that need one, of streams read from Kafka
     (a task source of another kind, as tests use, keeps the in-partition path)."""
-    return [
-        s
-        for s in list(ssc._graph.streams)
-        if needs_shuffle(s)
-        and any(isinstance(i.source, KafkaSource) for i in _kafka_inputs(s._parents[0]))
-    ]
+    return [s for s in list(ssc._graph.streams) if needs_shuffle(s) and _reads_kafka(s._parents[0])]
+
+
+def _reads_kafka(stream: DStream) -> bool:
+    """Some of ``stream``'s batches come from a Kafka input."""
+    return any(isinstance(i.source, KafkaSource) for i in _kafka_inputs(stream))
 
 
 def rely_on_kafka_keys(ssc: StreamingContext) -> None:
@@ -423,7 +423,7 @@ def _to_gather(ssc: StreamingContext) -> list[DStream]:
         and not s._gathered
         # on records of one key per task, keyed RDD shuffles inside are right as they are
         and any(p._keyed_by is None for p in s._parents)
-        and any(isinstance(i.source, KafkaSource) for i in _kafka_inputs(s))
+        and _reads_kafka(s)
     ]
 
 
@@ -649,13 +649,7 @@ def warn_functions_on_tasks(ssc: StreamingContext) -> None:
     """Say which of the job's RDD functions see each Kafka partition's records apart: a
     shuffle inside ``transform`` (``rdd.distinct()``, ``rdd.join(...)``, ``sortBy``,
     ``zipWithIndex``) groups within each task, where Spark's covers the whole batch."""
-    for stream in ssc._graph.streams:
-        if not stream._user_rdd_function or stream._gathered:
-            continue
-        if all(p._keyed_by is not None for p in stream._parents):
-            continue  # its records of one key share a task: keyed RDD shuffles inside are right
-        if not any(isinstance(i.source, KafkaSource) for i in _kafka_inputs(stream)):
-            continue
+    for stream in _to_gather(ssc):  # what a plan would gather, and this one did not
         operator = _FUNCTION_OPERATORS.get(type(stream).__name__, type(stream).__name__)
         log.warning(
             "job %s: the function of %s (stream %d) runs on one RDD partition per Kafka "
